@@ -1,0 +1,28 @@
+"""Shared fixtures: a real redis-server per test session, a clean database per test."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trials.embedded import EmbeddedRedis
+from trials.store import Store
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    # A short directory under /tmp keeps the unix socket path under the 107-byte limit.
+    state_dir = Path(tempfile.mkdtemp(prefix="tt-test-"))
+    with EmbeddedRedis(state_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def store(redis_server: EmbeddedRedis) -> Iterator[Store]:
+    s = Store.connect(redis_server.url)
+    s.client.flushall()
+    yield s
+    s.close()

@@ -1,0 +1,127 @@
+"""Every Redis key tautune uses, and nothing else.
+
+Keys look like ``tt:{<job>}:v1:<kind>[:<sub>]``. The braces are a Redis Cluster hash tag,
+so all of one job's keys live in one slot (Lua scripts may touch them together) while many
+jobs spread over a cluster. The schema version is part of every key except
+``tt:{<job>}:schema``, which records the version a job was written with so that a tautune
+speaking another version can say so instead of misreading the data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tuner.errors import ConfigError
+
+SCHEMA_VERSION = 1
+"""Version of the layout below. Bump it when a key or an encoding changes meaning."""
+
+PREFIX = "tt"
+HEAD_GROUP = "head"
+"""Consumer group through which the job's head reads reports."""
+
+_JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_job_name(job: str) -> str:
+    """Return ``job`` if it is a valid job name, else raise :class:`ConfigError`."""
+    if not isinstance(job, str) or not _JOB_RE.match(job):
+        raise ConfigError(
+            f"job name must be 1-128 characters of letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit; got {job!r}"
+        )
+    return job
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """The keys of one job."""
+
+    job: str
+
+    def __post_init__(self) -> None:
+        check_job_name(self.job)
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}:{{{self.job}}}"
+
+    @property
+    def base(self) -> str:
+        return f"{self.tag}:v{SCHEMA_VERSION}"
+
+    @property
+    def schema(self) -> str:
+        """String: the schema version this job was written with (unversioned key)."""
+        return f"{self.tag}:schema"
+
+    @property
+    def meta(self) -> str:
+        """Hash: job metadata (created, config, status)."""
+        return f"{self.base}:meta"
+
+    @property
+    def reports(self) -> str:
+        """Stream: one entry per report, field ``r`` holding JSON."""
+        return f"{self.base}:reports"
+
+    @property
+    def seen(self) -> str:
+        """Set: ``rank:attempt:step`` of every stored report (idempotency)."""
+        return f"{self.base}:reports:seen"
+
+    @property
+    def progress(self) -> str:
+        """Hash: rank -> ``attempt:step`` of the rank's last stored report."""
+        return f"{self.base}:progress"
+
+    @property
+    def decisions(self) -> str:
+        """Stream: every decision ever written, field ``d`` holding JSON (the history)."""
+        return f"{self.base}:decisions"
+
+    @property
+    def stages(self) -> str:
+        """Sorted set: from_step of every stage, scored by from_step (the index)."""
+        return f"{self.base}:dec:stages"
+
+    @property
+    def latest(self) -> str:
+        """Hash: from_step -> JSON of the newest decision for that stage."""
+        return f"{self.base}:dec:latest"
+
+    @property
+    def version(self) -> str:
+        """String: the newest decision version (0 when none)."""
+        return f"{self.base}:dec:version"
+
+    @property
+    def horizon(self) -> str:
+        """String: the last step any worker was promised an answer for; never rewritten."""
+        return f"{self.base}:dec:horizon"
+
+    def ctl(self, name: str) -> str:
+        """String: JSON state of controller ``name``."""
+        check_job_name(name)
+        return f"{self.base}:ctl:{name}"
+
+    @property
+    def workers(self) -> str:
+        """Set: every rank that ever reported or heartbeated."""
+        return f"{self.base}:workers"
+
+    def lease(self, rank: int) -> str:
+        """String with TTL: the heartbeat of ``rank``."""
+        return f"{self.base}:lease:{int(rank)}"
+
+    @property
+    def head_lease(self) -> str:
+        """String with TTL: the heartbeat of the job's head."""
+        return f"{self.base}:lease:head"
+
+
+def job_from_schema_key(key: str) -> str | None:
+    """The job name in a ``tt:{<job>}:schema`` key, or ``None`` for any other key."""
+    m = re.match(r"^tt:\{(.+)\}:schema$", key)
+    return m.group(1) if m else None

@@ -1,0 +1,168 @@
+"""Typed records that cross process boundaries: reports in, decisions out.
+
+Both are frozen: once built they are never mutated, and the store serializes them as JSON
+(never pickle). Steps are optimizer steps, counted from 0. Learning rates are plain (not
+log) here; controllers work in log space internally.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from tuner.errors import ConfigError, InvalidMetricError
+
+
+class DecisionKind(StrEnum):
+    """What a decision asks the workers to do over its step range."""
+
+    EXPLORE = "explore"
+    """Train a candidate setting, to be scored against others."""
+    COMMIT = "commit"
+    """Train with the chosen setting."""
+    HOLD = "hold"
+    """Keep the base schedule (nothing learned yet, or the controller holds back)."""
+
+
+def _frozen(mapping: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one rank measured at one optimizer step.
+
+    Reports are idempotent by ``(rank, step, attempt)``: the same triple written twice is
+    stored once. ``attempt`` counts restarts of the rank's process, so a rank that resumes
+    from a checkpoint may report an earlier step under a higher attempt.
+
+    Attributes:
+        rank: Data-parallel rank, ``>= 0``.
+        step: Optimizer step the metrics were measured at, ``>= 0``.
+        metrics: Metric name to finite float, e.g. ``{"loss": 2.31}``.
+        attempt: Restart counter of this rank, ``>= 0``.
+        ts: Wall-clock seconds since the epoch when the report was made.
+    """
+
+    rank: int
+    step: int
+    metrics: Mapping[str, float]
+    attempt: int = 0
+    ts: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        for field_name, field_value in (
+            ("rank", self.rank),
+            ("step", self.step),
+            ("attempt", self.attempt),
+        ):
+            if isinstance(field_value, bool) or not isinstance(field_value, int) or field_value < 0:
+                raise ConfigError(
+                    f"Report.{field_name} must be an int >= 0, got {field_name}={field_value!r}"
+                )
+        clean: dict[str, float] = {}
+        for name, value in self.metrics.items():
+            if not isinstance(name, str) or not name:
+                raise InvalidMetricError(
+                    f"metric names must be non-empty strings, got {name!r} "
+                    f"(rank {self.rank}, step {self.step})"
+                )
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise InvalidMetricError(
+                    f"metric {name!r} at step {self.step} (rank {self.rank}) is not a number: "
+                    f"{value!r}"
+                ) from None
+            if not math.isfinite(number):
+                raise InvalidMetricError(
+                    f"metric {name!r} at step {self.step} (rank {self.rank}) is {number}; "
+                    "tautune stores finite metrics only. Skip the report, or check the run "
+                    "for divergence."
+                )
+            clean[name] = number
+        object.__setattr__(self, "metrics", _frozen(clean))
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """The idempotency key ``(rank, step, attempt)``."""
+        return (self.rank, self.step, self.attempt)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the workers apply over the step range ``[from_step, until_step)``.
+
+    A decision is immutable once written. A newer ``version`` for a stage that has not
+    started supersedes an older one; a started stage is never rewritten.
+
+    Attributes:
+        stage: Stage index, from 0.
+        kind: Explore, commit or hold.
+        from_step: First optimizer step the decision covers.
+        until_step: First step after the range, or ``None`` for open-ended.
+        lr: Learning rate at ``from_step``; ``None`` keeps the base schedule.
+        lr_end: Learning rate at ``until_step`` (linear in between); ``None`` is constant.
+        mixture: Arm name to weight (weights sum to 1), or ``None`` to leave the mixture.
+        version: Set by the store when written; monotonically increasing per job.
+        controller: Name of the controller that made the decision.
+        info: Free-form JSON-able notes (scores, candidates) for status and plots.
+    """
+
+    stage: int
+    kind: DecisionKind
+    from_step: int
+    until_step: int | None = None
+    lr: float | None = None
+    lr_end: float | None = None
+    mixture: Mapping[str, float] | None = None
+    version: int = 0
+    controller: str = ""
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stage < 0 or self.from_step < 0:
+            raise ConfigError(
+                f"stage and from_step must be >= 0, got {self.stage=}, {self.from_step=}"
+            )
+        if self.until_step is not None and self.until_step <= self.from_step:
+            raise ConfigError(
+                f"until_step must be after from_step, got {self.from_step=}, {self.until_step=}"
+            )
+        for name, value in (("lr", self.lr), ("lr_end", self.lr_end)):
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise ConfigError(f"Decision.{name} must be finite and >= 0, got {value!r}")
+        if self.lr_end is not None and (self.lr is None or self.until_step is None):
+            raise ConfigError("Decision.lr_end needs both lr and until_step")
+        if self.mixture is not None:
+            weights = dict(self.mixture)
+            if not weights or any(not math.isfinite(w) or w < 0 for w in weights.values()):
+                raise ConfigError(f"mixture weights must be finite and >= 0, got {weights}")
+            if abs(sum(weights.values()) - 1.0) > 1e-6:
+                raise ConfigError(f"mixture weights must sum to 1, got {sum(weights.values())}")
+            object.__setattr__(self, "mixture", _frozen(weights))
+        object.__setattr__(self, "kind", DecisionKind(self.kind))
+        object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
+
+    def covers(self, step: int) -> bool:
+        """Whether ``step`` lies in ``[from_step, until_step)``."""
+        return step >= self.from_step and (self.until_step is None or step < self.until_step)
+
+    def lr_at(self, step: int) -> float | None:
+        """The learning rate this decision sets at ``step``, or ``None`` to keep the base."""
+        if self.lr is None:
+            return None
+        if self.lr_end is None or self.until_step is None:
+            return self.lr
+        span = self.until_step - self.from_step
+        frac = min(max((step - self.from_step) / span, 0.0), 1.0)
+        return self.lr + (self.lr_end - self.lr) * frac
+
+    def with_version(self, version: int) -> Decision:
+        """A copy carrying the version the store assigned."""
+        return replace(self, version=version)
