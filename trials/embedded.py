@@ -1,11 +1,8 @@
 """The embedded redis-server tautune starts when the user gives no Redis URL.
 
-The server listens only on a unix socket inside a private (mode 0o700) state directory, keeps
-its data in an append-only file there (so a restart on the same directory sees it again), and
-is stopped on ``stop()``, on ``with``-block exit, at interpreter exit, and on SIGTERM. On Ctrl-C
-the usual KeyboardInterrupt is raised with the server still up, so the program's own cleanup can
-still use Redis; the server is then stopped as the ``with`` block unwinds or at exit. On Linux
-the server also gets SIGTERM if its parent dies without cleaning up (PR_SET_PDEATHSIG).
+Unix socket only, in a private (0o700) state directory, append-only file kept there. Stopped by
+``stop()``, ``with``-block exit, atexit and SIGTERM; see ``_on_signal`` for Ctrl-C. On Linux it
+also gets SIGTERM if its parent dies without cleaning up (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -174,13 +171,13 @@ class EmbeddedRedis:
             return self
 
     def _launch(self, exe: str) -> None:
-        d, log_path = str(self.state_dir), str(self.log_path)
         args = [exe, "--port", "0", "--unixsocket", self.socket_path, "--unixsocketperm", "700"]
-        args += ["--dir", d, "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
-        args += ["--daemonize", "no", "--logfile", log_path, "--protected-mode", "yes"]
+        args += ["--dir", str(self.state_dir), "--appendonly", "yes", "--appendfsync", "everysec"]
+        args += ["--save", "", "--daemonize", "no", "--logfile", str(self.log_path)]
+        args += ["--protected-mode", "yes"]
         main = threading.current_thread() is threading.main_thread()
         try:
-            with open(log_path, "ab") as log:  # also catches errors printed before logging starts
+            with open(self.log_path, "ab") as log:  # catches errors printed before logging starts
                 self._proc = subprocess.Popen(
                     args,
                     stdin=subprocess.DEVNULL,
@@ -217,9 +214,11 @@ class EmbeddedRedis:
         with self._lock:
             proc, self._proc = self._proc, None
             if proc is not None:
-                if proc.poll() is None:
+                if proc.poll() is None and _answers_ping(self.socket_path, min(timeout_s, 1.0)):
                     with contextlib.suppress(redis.RedisError, OSError):
                         _client(self.socket_path, timeout_s).shutdown()  # closes the connection
+                else:  # not (yet) serving: SIGTERM, on which redis also shuts down in order
+                    proc.terminate()
                 for action in (proc.poll, proc.terminate, proc.kill):
                     action()  # Popen does not signal a process it has already reaped
                     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -260,8 +259,8 @@ def _register(server: EmbeddedRedis) -> None:
 
 
 def _unregister(server: EmbeddedRedis) -> None:
-    with _LIVE_LOCK, contextlib.suppress(ValueError):
-        _LIVE.remove(server)
+    with _LIVE_LOCK:
+        _LIVE[:] = [s for s in _LIVE if s is not server]
 
 
 def _stop_all() -> None:

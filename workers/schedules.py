@@ -231,7 +231,7 @@ class Warmup(BaseSchedule):
         init = _check_lr("init_lr", self.init_lr)
         if init > self.inner.peak_lr:
             raise ConfigError(
-                f"init_lr must be <= inner.peak_lr={self.inner.peak_lr!r}, got {init=}"
+                f"init_lr must be <= inner.peak_lr={self.inner.peak_lr!r}, got init_lr={init!r}"
             )
         object.__setattr__(self, "init_lr", init)
 

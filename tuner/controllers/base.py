@@ -1,0 +1,88 @@
+"""The controller contract, written once.
+
+A controller is pure: it sees frozen :class:`~tuner.records.Report` records, returns
+:class:`~tuner.records.Decision` records, and imports neither ``redis`` nor ``ray``. The
+head drives it like this, one thread at a time (controllers need not be thread-safe)::
+
+    controller.load_state_dict(stored_state)           # if any
+    controller.observe(reports)                        # every new report, exactly once
+    plan = controller.propose(Plan(horizon=..., last_step=...))
+    if plan is not None:
+        controller.accept(store.commit(plan, state=controller.state_dict()))
+
+``propose`` must not change the controller; ``accept`` records that the decision was stored
+(with its version). Whatever a controller learned must be in ``state_dict()``, which is
+JSON data: a head that restarts from it and is fed the reports not yet acknowledged ends in
+the same state as one that never stopped.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tuner.records import Decision, Report
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the head knows when it asks for a decision.
+
+    Attributes:
+        horizon: Last step workers were already answered for; a new decision must start
+            after it.
+        last_step: Largest step in any report observed so far (-1 before any).
+    """
+
+    horizon: int
+    last_step: int
+
+
+class Controller(ABC):
+    """Base of every controller."""
+
+    name: str = "controller"
+    """Key under which the head stores this controller's state (``ctl:<name>``)."""
+
+    @abstractmethod
+    def observe(self, reports: Sequence[Report]) -> None:
+        """Take in new reports (in stream order). Each report is passed exactly once."""
+
+    @abstractmethod
+    def propose(self, plan: Plan) -> Decision | None:
+        """The next decision to write, or ``None`` if none is due. Must not mutate."""
+
+    @abstractmethod
+    def accept(self, decision: Decision) -> None:
+        """Record that ``decision`` was stored (it carries its version)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything learned so far, as JSON data."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output."""
+
+    def summary(self) -> dict[str, Any]:
+        """A few numbers for ``tautune status``."""
+        return {}
+
+    @property
+    def done(self) -> bool:
+        """True once the controller will make no more decisions."""
+        return False
+
+
+class LRController(Controller):
+    """Decides the learning rate (``Decision.lr`` / ``lr_end``) stage by stage."""
+
+    name = "lr"
+
+
+class MixtureController(Controller):
+    """Decides the data mixture (``Decision.mixture``) stage by stage."""
+
+    name = "mixture"

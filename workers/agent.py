@@ -1,0 +1,241 @@
+"""The agent inside a training process: report metrics, read decisions, drive the LR.
+
+Usage::
+
+    agent = Agent.attach()                       # TAUTUNE_JOB, TAUTUNE_REDIS_URL, RANK
+    sched = agent.lr_scheduler(optimizer, base="warmup=100+cosine", total_steps=5000)
+    for step in range(5000):
+        loss = train_step()
+        optimizer.step(); sched.step()
+        agent.report(step, loss=loss.item())
+    agent.close()
+
+The hot path never waits on Redis: reports go to a buffer a background thread sends in
+batches, and decisions are cached for the step range the store promised them for. Only a
+sync stage boundary (a decision ended and the head is alive) waits for the next decision,
+for at most ``sync_timeout_s``; then the worker falls back to its base schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from trials.store import JobStore, Store, resolve_url
+from tuner.errors import ConfigError, StepRegressionError
+from tuner.records import Decision, Report
+from workers.reporter import Reporter
+
+if TYPE_CHECKING:
+    import torch
+
+    from workers.scheduler import TautuneLR
+    from workers.schedules import BaseSchedule
+
+log = logging.getLogger(__name__)
+
+JOB_ENV = "TAUTUNE_JOB"
+RANK_ENV = "RANK"
+
+
+class Agent:
+    """One rank's connection to its job.
+
+    Args:
+        store: The job's store.
+        rank: Data-parallel rank.
+        attempt: Restart counter; :meth:`attach` derives it from what the rank stored before.
+        sync: Wait at stage boundaries for the next decision (LR exploration needs this).
+        sync_timeout_s: Longest wait at a boundary before falling back to the base schedule.
+        lookahead: Steps an empty answer ("no decision, use the base schedule") is cached
+            for, i.e. how often an unattended worker looks for a decision.
+        flush_every: Reports buffered before the background thread sends them.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        rank: int = 0,
+        *,
+        attempt: int = 0,
+        sync: bool = True,
+        sync_timeout_s: float = 60.0,
+        lookahead: int = 16,
+        flush_every: int = 32,
+        flush_interval_s: float = 0.5,
+        lease_ttl_s: float = 10.0,
+    ) -> None:
+        if lookahead < 1:
+            raise ConfigError(f"lookahead must be >= 1 step, got {lookahead=}")
+        self.store = store
+        self.rank = rank
+        self.attempt = attempt
+        self.sync = sync
+        self.sync_timeout_s = sync_timeout_s
+        self.lookahead = lookahead
+        self.stall_s = 0.0
+        """Seconds this rank spent waiting at sync boundaries."""
+        self._last_step = -1
+        self._cached: Decision | None = None
+        self._cached_from = 0
+        self._valid_until = -1
+        self._ended_at: int | None = None  # until_step of the last bounded decision applied
+        self._reporter = Reporter(
+            store,
+            rank,
+            flush_every=flush_every,
+            flush_interval_s=flush_interval_s,
+            lease_ttl_s=lease_ttl_s,
+        )
+        self._extra: dict[str, float] = {}
+        self._closed = False
+
+    @classmethod
+    def attach(
+        cls,
+        job: str | None = None,
+        redis_url: str | None = None,
+        rank: int | None = None,
+        **kwargs: Any,
+    ) -> Agent:
+        """Connect to ``job`` (default ``$TAUTUNE_JOB``) in the Redis at ``redis_url``
+        (default ``$TAUTUNE_REDIS_URL``) as ``rank`` (default ``$RANK``, else 0).
+
+        A rank that stored reports before (a restarted process) reports under the next
+        attempt, so it may go back to the step of its last checkpoint.
+        """
+        job = job or os.environ.get(JOB_ENV)
+        if not job:
+            raise ConfigError(f"no job name: pass Agent.attach(job=...) or set ${JOB_ENV}")
+        url = resolve_url(redis_url)
+        if not url:
+            raise ConfigError(
+                "no Redis URL: pass Agent.attach(redis_url=...), set $TAUTUNE_REDIS_URL, or "
+                "launch the script with `tautune submit`, which sets both"
+            )
+        if rank is None:
+            raw = os.environ.get(RANK_ENV, "0")
+            try:
+                rank = int(raw)
+            except ValueError:
+                raise ConfigError(f"${RANK_ENV} must be an integer, got {raw!r}") from None
+        if rank < 0:
+            raise ConfigError(f"rank must be >= 0, got {rank=}")
+        job_store = Store.connect(url).job(job)
+        previous = job_store.progress().get(rank)
+        attempt = previous[0] + 1 if previous is not None else 0
+        return cls(job_store, rank, attempt=attempt, **kwargs)
+
+    # -- reports ------------------------------------------------------------------------
+
+    def report(self, step: int, **metrics: float) -> None:
+        """Record ``metrics`` measured at optimizer ``step``; returns without touching Redis.
+
+        The current LR and decision version are added as ``lr`` and ``decision_version``
+        when a tautune scheduler drives this rank and the caller did not pass them.
+
+        Raises:
+            InvalidMetricError: a metric is NaN, infinite or not a number.
+            StepRegressionError: ``step`` is not after the last reported step.
+        """
+        if step <= self._last_step:
+            raise StepRegressionError(
+                f"rank {self.rank}: reported step {step} after step {self._last_step}; steps "
+                "must increase. Nothing was recorded."
+            )
+        for name, value in self._extra.items():
+            metrics.setdefault(name, value)
+        report = Report(rank=self.rank, step=step, metrics=metrics, attempt=self.attempt)
+        self._last_step = step
+        self._reporter.add(report)
+
+    def flush(self) -> None:
+        """Send buffered reports now."""
+        self._reporter.flush()
+
+    @property
+    def reports_sent(self) -> int:
+        return self._reporter.sent
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def decision(self, step: int) -> Decision | None:
+        """The decision covering optimizer ``step``, or ``None`` for the base schedule.
+
+        Every rank gets the same answer for the same step, whenever it asks.
+        """
+        if self._cached_from <= step < self._valid_until:
+            return self._cached
+        claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=False)
+        if claim.decision is None and self.sync and claim.head_alive and self._ended_at == step:
+            claim = self._wait_at_boundary(step)
+        if claim.decision is None:
+            claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=True)
+        self._cached = claim.decision
+        self._cached_from = step
+        self._valid_until = claim.valid_until
+        d = claim.decision
+        if d is not None and d.until_step is not None:
+            self._ended_at = claim.valid_until
+        elif d is not None:
+            self._ended_at = None
+        return d
+
+    def _wait_at_boundary(self, step: int) -> Any:
+        self.flush()  # the head may be waiting for exactly these reports
+        start = time.monotonic()
+        delay = 0.002
+        while True:
+            claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=False)
+            waited = time.monotonic() - start
+            if claim.decision is not None or not claim.head_alive:
+                break
+            if waited > self.sync_timeout_s:
+                warnings.warn(
+                    f"tautune: rank {self.rank} waited {waited:.1f}s at step {step} for the next "
+                    "decision; training on the base schedule until the head catches up",
+                    stacklevel=3,
+                )
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        self.stall_s += time.monotonic() - start
+        return claim
+
+    def lr_scheduler(
+        self,
+        optimizer: torch.optim.Optimizer,
+        base: str | BaseSchedule | None = None,
+        *,
+        total_steps: int | None = None,
+        last_epoch: int = -1,
+    ) -> TautuneLR:
+        """A ``torch.optim.lr_scheduler.LRScheduler`` that applies this job's LR decisions
+        and follows ``base`` (a schedule or spec such as ``"warmup=100+cosine"``; default
+        constant at the optimizer's LR) wherever no decision covers a step."""
+        from workers.scheduler import TautuneLR
+
+        return TautuneLR(optimizer, self, base=base, total_steps=total_steps, last_epoch=last_epoch)
+
+    def _applied(self, step: int, lr: float, decision: Decision | None) -> None:
+        if math.isfinite(lr):
+            self._extra["lr"] = lr
+        self._extra["decision_version"] = float(decision.version if decision else 0)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush reports, stop the background thread and release the lease."""
+        if not self._closed:
+            self._closed = True
+            self._reporter.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,130 @@
+"""The agent's background thread: sends buffered reports in batches and renews the lease.
+
+The training loop only appends to an in-memory buffer; this thread sends the buffer in one
+Lua call every ``flush_every`` reports or ``flush_interval_s`` seconds, whichever first,
+and renews the rank's heartbeat. An unreachable Redis keeps the buffer and retries; any
+other store error is kept and raised in the training thread at its next call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+
+from trials.store import JobStore
+from tuner.errors import StoreError, StoreUnavailableError
+from tuner.records import Report
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Buffers reports and sends them from a daemon thread.
+
+    Args:
+        store: The job's store.
+        rank: This worker's rank (its lease key).
+        flush_every: Send once this many reports are buffered.
+        flush_interval_s: Send at least this often (seconds) while reports are buffered.
+        lease_ttl_s: Lifetime of the heartbeat key; renewed every ``lease_ttl_s / 3`` seconds.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        rank: int,
+        *,
+        flush_every: int = 32,
+        flush_interval_s: float = 0.5,
+        lease_ttl_s: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.rank = rank
+        self.flush_every = flush_every
+        self.flush_interval_s = flush_interval_s
+        self.lease_ttl_s = lease_ttl_s
+        self.sent = 0
+        self._buffer: list[Report] = []
+        self._cond = threading.Condition()
+        self._error: StoreError | None = None
+        self._closed = False
+        self._info = {"host": socket.gethostname(), "pid": os.getpid()}
+        self._thread = threading.Thread(
+            target=self._run, name=f"tautune-reporter-{rank}", daemon=True
+        )
+        self._thread.start()
+
+    def add(self, report: Report) -> None:
+        """Buffer ``report``; raises the last background error, if any."""
+        self.raise_error()
+        with self._cond:
+            self._buffer.append(report)
+            if len(self._buffer) >= self.flush_every:
+                self._cond.notify()
+
+    def raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Send everything buffered now, from the calling thread."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._send()
+                break
+            except StoreUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.raise_error()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush, stop the thread and release the lease."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=5.0)
+        self.flush(timeout_s)
+        with contextlib.suppress(StoreError):
+            self.store.release(self.rank)
+
+    def _send(self) -> None:
+        with self._cond:
+            batch, self._buffer = self._buffer, []
+        if not batch:
+            return
+        try:
+            result = self.store.append_reports(batch)
+        except StoreUnavailableError:
+            with self._cond:  # keep them, in order, for the next try
+                self._buffer[:0] = batch
+            raise
+        self.sent += result.written
+
+    def _run(self) -> None:
+        next_beat = 0.0
+        while True:
+            with self._cond:
+                if not self._closed and len(self._buffer) < self.flush_every:
+                    self._cond.wait(timeout=min(self.flush_interval_s, self.lease_ttl_s / 3))
+                closed = self._closed
+            if closed:
+                return
+            try:
+                self._send()
+                now = time.monotonic()
+                if now >= next_beat:
+                    self.store.heartbeat(self.rank, ttl_s=self.lease_ttl_s, info=self._info)
+                    next_beat = now + self.lease_ttl_s / 3
+            except StoreUnavailableError as e:
+                log.warning(
+                    "tautune: Redis unreachable, keeping %d reports: %s", len(self._buffer), e
+                )
+            except StoreError as e:
+                self._error = e

@@ -1,0 +1,78 @@
+"""A torch LR scheduler driven by tautune decisions, with a base schedule underneath."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+from tuner.errors import ConfigError
+from workers.schedules import BaseSchedule, Constant, parse_schedule
+
+if TYPE_CHECKING:
+    from workers.agent import Agent
+
+
+class TautuneLR(LRScheduler):
+    """Sets each step's LR from the decision covering it, else from ``base``.
+
+    Honours torch's contract: call ``step()`` once after each ``optimizer.step()``;
+    ``get_last_lr()`` returns the LRs in force; ``state_dict()`` holds the step count and
+    the base schedule's spec, never the agent or its connection. ``last_epoch`` is the
+    index of the optimizer step the current LR is for (0 for the first step).
+
+    With several parameter groups, a decision's LR applies to the first group and the
+    others keep their ratio to it (as set by their initial ``lr``).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        agent: Agent | None,
+        *,
+        base: str | BaseSchedule | None = None,
+        total_steps: int | None = None,
+        last_epoch: int = -1,
+    ) -> None:
+        self.agent = agent
+        first_lr = float(
+            optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+        )
+        if first_lr <= 0:
+            raise ConfigError(f"the optimizer's first param group needs an lr > 0, got {first_lr}")
+        if base is None:
+            base = Constant(first_lr)
+        elif isinstance(base, str):
+            base = parse_schedule(base, peak_lr=first_lr, total_steps=total_steps)
+        self.base = base
+        self._ratios = [
+            float(g.get("initial_lr", g["lr"])) / first_lr for g in optimizer.param_groups
+        ]
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, step: int) -> float:
+        """The LR of the first parameter group at optimizer ``step``."""
+        decision = self.agent.decision(step) if self.agent is not None else None
+        lr = decision.lr_at(step) if decision is not None else None
+        if lr is None:
+            lr = self.base.lr(step)
+        if self.agent is not None:
+            self.agent._applied(step, lr, decision)
+        return lr
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        lr = self.lr_at(max(self.last_epoch, 0))
+        return [lr * ratio for ratio in self._ratios]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "agent", "base")}
+        state["base"] = self.base.to_spec()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        base = state.pop("base", None)
+        if base is not None:
+            self.base = parse_schedule(base)
+        self.__dict__.update(state)
