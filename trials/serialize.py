@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tuner.errors import ConfigError, MalformedEntryError
+from tuner.errors import ConfigError, InvalidMetricError, MalformedEntryError
 from tuner.records import Decision, DecisionKind, Report
 
 
@@ -20,16 +20,41 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False, sort_keys=True)
 
 
+def _finite(value: Any) -> float | None:
+    """``value`` as a float if it is a finite number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return number if math.isfinite(number) else None
+
+
 def report_to_json(report: Report) -> str:
-    return dumps(
-        {
-            "rank": report.rank,
-            "step": report.step,
-            "attempt": report.attempt,
-            "metrics": dict(report.metrics),
-            "ts": report.ts,
-        }
-    )
+    """Encode ``report``; raises :class:`InvalidMetricError` for a non-finite metric and
+    :class:`ConfigError` for anything else JSON cannot hold (a report that skipped
+    validation)."""
+    for name, value in report.metrics.items():
+        if _finite(value) is None:
+            raise InvalidMetricError(
+                f"metric {name!r} at step {report.step} (rank {report.rank}) is {value!r}; "
+                "tautune stores finite metrics only."
+            )
+    try:
+        return dumps(
+            {
+                "rank": report.rank,
+                "step": report.step,
+                "attempt": report.attempt,
+                "metrics": dict(report.metrics),
+                "ts": report.ts,
+            }
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"report of rank {report.rank} step {report.step} cannot be stored: {e}"
+        ) from None
 
 
 def _where(stream: str, entry_id: str) -> str:
@@ -39,7 +64,7 @@ def _where(stream: str, entry_id: str) -> str:
 def _load_object(raw: bytes | str, where: str) -> dict[str, Any]:
     try:
         obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, too long or too deep
         raise MalformedEntryError(f"{where}: not JSON ({e})") from None
     if not isinstance(obj, dict):
         raise MalformedEntryError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -73,20 +98,20 @@ def report_from_entry(
     for name, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise MalformedEntryError(f"{where}: metric {name!r} is not a number: {value!r}")
-        if not math.isfinite(value):
+        if _finite(value) is None:
             raise MalformedEntryError(f"{where}: metric {name!r} is not finite: {value!r}")
-    ts = obj.get("ts", 0.0)
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        raise MalformedEntryError(f"{where}: 'ts' must be a number, got {ts!r}")
+    ts = _finite(obj.get("ts", 0.0))
+    if ts is None:
+        raise MalformedEntryError(f"{where}: 'ts' must be a finite number, got {obj.get('ts')!r}")
     try:
         return Report(
             rank=_int(obj, "rank", where),
             step=_int(obj, "step", where),
             attempt=_int(obj, "attempt", where),
             metrics=metrics,
-            ts=float(ts),
+            ts=ts,
         )
-    except ConfigError as e:
+    except (ConfigError, InvalidMetricError) as e:
         raise MalformedEntryError(f"{where}: {e}") from None
 
 

@@ -38,6 +38,7 @@ from trials.serialize import (
 from tuner.errors import (
     ConfigError,
     DecisionConflictError,
+    InvalidMetricError,
     MalformedEntryError,
     SchemaVersionError,
     StepRegressionError,
@@ -58,8 +59,9 @@ def _script(name: str) -> str:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
-    return re.sub(r"^(\w+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    """``url`` with any password (user info or ``password=`` query) replaced by ``***``."""
+    url = re.sub(r"^(\w+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def resolve_url(url: str | None) -> str | None:
@@ -85,6 +87,8 @@ class ReadBatch:
 
     reports: list[tuple[str, Report]]
     malformed: list[tuple[str, str]]
+    last_id: str | None = None
+    """Id of the last entry read (stream order), or ``None`` when nothing was read."""
 
     @property
     def ids(self) -> list[str]:
@@ -148,8 +152,8 @@ class Store:
             return fn(self.client)
         except _CONNECTION_ERRORS as e:
             raise StoreUnavailableError(
-                f"Redis at {redact(self.url)} is unreachable after {self.retries} retries with backoff "
-                f"({type(e).__name__}: {e}). Check that it runs and that --redis / "
+                f"Redis at {redact(self.url)} is unreachable after {self.retries} retries with "
+                f"backoff ({type(e).__name__}: {e}). Check that it runs and that --redis / "
                 f"${URL_ENV} points at it."
             ) from e
 
@@ -251,7 +255,11 @@ class JobStore:
             return AppendResult(0, 0)
         args: list[Any] = [K.SCHEMA_VERSION, len(reports)]
         for r in reports:
-            args += [r.rank, r.attempt, r.step, report_to_json(r)]
+            try:
+                encoded = report_to_json(r)
+            except (InvalidMetricError, ConfigError) as e:
+                raise type(e)(f"job {self.job!r}: {e} Nothing was written.") from None
+            args += [r.rank, r.attempt, r.step, encoded]
         k = self.keys
         try:
             written, dups = self.store.call(
@@ -280,6 +288,7 @@ class JobStore:
         count: int = 1000,
         block_ms: int | None = None,
         pending: bool = False,
+        after: str = "0",
     ) -> ReadBatch:
         """Read reports through the head's consumer group.
 
@@ -287,6 +296,7 @@ class JobStore:
             consumer: Name of the reading consumer.
             pending: ``True`` re-reads entries delivered before but never acknowledged (what
                 a restarted head must replay); ``False`` reads new entries.
+            after: With ``pending``, re-read only entries after this id (to page through).
             block_ms: Wait up to this long for new entries; ``None`` returns at once.
         """
         stream = self.keys.reports
@@ -294,16 +304,17 @@ class JobStore:
             lambda c: c.xreadgroup(
                 K.HEAD_GROUP,
                 consumer,
-                {stream: "0" if pending else ">"},
+                {stream: after if pending else ">"},
                 count=count,
                 block=None if pending else block_ms,
             )
         )
         reports: list[tuple[str, Report]] = []
         malformed: list[tuple[str, str]] = []
+        last_id: str | None = None
         for _name, entries in reply or []:
             for raw_id, fields in entries:
-                entry_id = raw_id.decode()
+                entry_id = last_id = raw_id.decode()
                 if not fields:  # trimmed or deleted while pending
                     malformed.append((entry_id, "entry was deleted"))
                     continue
@@ -311,7 +322,7 @@ class JobStore:
                     reports.append((entry_id, report_from_entry(stream, entry_id, fields)))
                 except MalformedEntryError as e:
                     malformed.append((entry_id, str(e)))
-        return ReadBatch(reports, malformed)
+        return ReadBatch(reports, malformed, last_id)
 
     def report_count(self) -> int:
         return int(self.store.call(lambda c: c.xlen(self.keys.reports)))

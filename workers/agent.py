@@ -92,6 +92,9 @@ class Agent:
             lease_ttl_s=lease_ttl_s,
         )
         self._extra: dict[str, float] = {}
+        # Step -> what the scheduler applied there, for the few steps a report may trail
+        # the scheduler by (torch's loop steps the scheduler before the step is reported).
+        self._applied_at: dict[int, dict[str, float]] = {}
         self._closed = False
 
     @classmethod
@@ -135,8 +138,9 @@ class Agent:
     def report(self, step: int, **metrics: float) -> None:
         """Record ``metrics`` measured at optimizer ``step``; returns without touching Redis.
 
-        The current LR and decision version are added as ``lr`` and ``decision_version``
-        when a tautune scheduler drives this rank and the caller did not pass them.
+        The LR and decision version the scheduler applied at ``step`` are added as ``lr``
+        and ``decision_version`` when a tautune scheduler drives this rank and the caller
+        did not pass them.
 
         Raises:
             InvalidMetricError: a metric is NaN, infinite or not a number.
@@ -147,7 +151,7 @@ class Agent:
                 f"rank {self.rank}: reported step {step} after step {self._last_step}; steps "
                 "must increase. Nothing was recorded."
             )
-        for name, value in self._extra.items():
+        for name, value in self._applied_at.get(step, self._extra).items():
             metrics.setdefault(name, value)
         report = Report(rank=self.rank, step=step, metrics=metrics, attempt=self.attempt)
         self._last_step = step
@@ -179,10 +183,9 @@ class Agent:
         self._cached_from = step
         self._valid_until = claim.valid_until
         d = claim.decision
-        if d is not None and d.until_step is not None:
-            self._ended_at = claim.valid_until
-        elif d is not None:
-            self._ended_at = None
+        if d is not None:
+            bounded = d.until_step is not None and not d.info.get("final")
+            self._ended_at = claim.valid_until if bounded else None
         return d
 
     def _wait_at_boundary(self, step: int) -> Any:
@@ -222,9 +225,14 @@ class Agent:
         return TautuneLR(optimizer, self, base=base, total_steps=total_steps, last_epoch=last_epoch)
 
     def _applied(self, step: int, lr: float, decision: Decision | None) -> None:
+        extra = dict(self._extra)
         if math.isfinite(lr):
-            self._extra["lr"] = lr
-        self._extra["decision_version"] = float(decision.version if decision else 0)
+            extra["lr"] = lr
+        extra["decision_version"] = float(decision.version if decision else 0)
+        self._extra = extra
+        self._applied_at[step] = extra
+        while len(self._applied_at) > 8:
+            del self._applied_at[next(iter(self._applied_at))]
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -50,6 +50,9 @@ class Reporter:
         self.sent = 0
         self._buffer: list[Report] = []
         self._cond = threading.Condition()
+        # One send at a time: two batches in flight at once (the thread's and a flush's)
+        # could land out of order, and Redis refuses a step that is not after the last.
+        self._send_lock = threading.Lock()
         self._error: StoreError | None = None
         self._closed = False
         self._info = {"host": socket.gethostname(), "pid": os.getpid()}
@@ -95,24 +98,27 @@ class Reporter:
             self.store.release(self.rank)
 
     def _send(self) -> None:
-        with self._cond:
-            batch, self._buffer = self._buffer, []
-        if not batch:
-            return
-        try:
-            result = self.store.append_reports(batch)
-        except StoreUnavailableError:
-            with self._cond:  # keep them, in order, for the next try
-                self._buffer[:0] = batch
-            raise
-        self.sent += result.written
+        with self._send_lock:
+            with self._cond:
+                batch, self._buffer = self._buffer, []
+            if not batch:
+                return
+            try:
+                result = self.store.append_reports(batch)
+            except StoreUnavailableError:
+                with self._cond:  # keep them, in order, for the next try
+                    self._buffer[:0] = batch
+                raise
+            self.sent += result.written
 
     def _run(self) -> None:
         next_beat = 0.0
+        first = True  # take the lease at once, not after the first wait
         while True:
             with self._cond:
-                if not self._closed and len(self._buffer) < self.flush_every:
+                if not first and not self._closed and len(self._buffer) < self.flush_every:
                     self._cond.wait(timeout=min(self.flush_interval_s, self.lease_ttl_s / 3))
+                first = False
                 closed = self._closed
             if closed:
                 return

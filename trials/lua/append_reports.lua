@@ -11,12 +11,13 @@ end
 local n = tonumber(ARGV[2])
 local last = {}
 local keep = {}
+local batch = {}  -- members kept so far: a triple repeated within the batch is a duplicate
 for i = 0, n - 1 do
   local rank = ARGV[3 + 4 * i]
   local attempt = tonumber(ARGV[4 + 4 * i])
   local step = tonumber(ARGV[5 + 4 * i])
   local member = rank .. ':' .. attempt .. ':' .. step
-  if redis.call('SISMEMBER', KEYS[3], member) == 0 then
+  if not batch[member] and redis.call('SISMEMBER', KEYS[3], member) == 0 then
     local prev = last[rank]
     if prev == nil then
       local stored = redis.call('HGET', KEYS[2], rank)
@@ -30,6 +31,7 @@ for i = 0, n - 1 do
         ' ' .. prev[1] .. ' ' .. prev[2])
     end
     last[rank] = {attempt, step}
+    batch[member] = true
     keep[#keep + 1] = i
   end
 end

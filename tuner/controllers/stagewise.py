@@ -8,8 +8,13 @@ least-squares fit of ``score ~ 1 + x_k + x_{k−1} + t`` over the last ``window`
 (``x`` = log-LR, ``t`` = stage index) estimates whether a larger LR helps: the ABBA order
 makes ``x_k`` and ``x_{k−1}`` orthogonal and cancels linear trends in ``t``, so the
 carry-over of the previous LR and the natural slow-down of training do not masquerade as
-an LR effect. ``mu`` moves by ``δ`` when the slope's t-statistic exceeds 1, else ``δ``
-shrinks; a stage whose loss rises by half backs off at once. When ``total_steps`` is known,
+an LR effect. The LR effect that counts is the sustained one, the sum of the ``x_k`` and
+``x_{k−1}`` slopes: a higher LR raises the loss at once (its noise floor) and pays most of
+that back in the next stage, so the ``x_k`` slope alone is the short-horizon (greedy) view
+that walks the LR down to its lower bound. ``mu`` moves by ``δ`` when that effect's
+t-statistic exceeds 1, else ``δ`` shrinks; moves grow while they keep their direction, the
+probes stay within ``step_factor``. A stage whose loss rises by half backs off at once and
+starts the fit afresh. When ``total_steps`` is known,
 the last ``anneal_fraction`` of the run decays linearly from ``exp(mu)`` to ``final_lr``.
 
 This is the skeleton's controller; the AutoLRS-style Bayesian optimizer builds on the same
@@ -18,6 +23,7 @@ contract.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -68,14 +74,25 @@ class StagewiseConfig:
     def __post_init__(self) -> None:
         if not math.isfinite(self.init_lr) or self.init_lr <= 0:
             raise ConfigError(f"init_lr must be a finite LR > 0, got {self.init_lr=}")
-        if self.tau < 4:
+        if isinstance(self.tau, bool) or not isinstance(self.tau, int) or self.tau < 4:
             raise ConfigError(f"tau must be at least 4 optimizer steps, got {self.tau=}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps=}")
         if self.total_steps is not None and self.total_steps <= self.warmup_steps:
-            raise ConfigError(f"total_steps must exceed warmup_steps, got {self.total_steps=}")
+            raise ConfigError(
+                "total_steps must exceed warmup_steps, got "
+                f"{self.total_steps=}, {self.warmup_steps=}"
+            )
         if not 0 <= self.anneal_fraction < 1:
             raise ConfigError(f"anneal_fraction must be in [0, 1), got {self.anneal_fraction=}")
-        if self.step_factor <= 1 or self.min_step_factor <= 1:
-            raise ConfigError(f"step factors must be > 1, got {self.step_factor=}")
+        for name, factor in (
+            ("step_factor", self.step_factor),
+            ("min_step_factor", self.min_step_factor),
+        ):
+            if not (math.isfinite(factor) and factor > 1):
+                raise ConfigError(f"{name} must be a finite factor > 1, got {name}={factor!r}")
+        if not (math.isfinite(self.final_lr) and self.final_lr >= 0):
+            raise ConfigError(f"final_lr must be finite and >= 0, got {self.final_lr=}")
         if self.window < 4:
             raise ConfigError(f"window must hold at least 4 stages, got {self.window=}")
         lo, hi = self.bounds
@@ -151,11 +168,12 @@ class StagewiseLR(LRController):
         start = max(start, plan.horizon + 1)
         if c.total_steps is not None and start >= c.total_steps:
             return None
-        lo, hi = (math.log(b) for b in c.bounds)
+        lo_lr, hi_lr = c.bounds
+        lo, hi = math.log(lo_lr), math.log(hi_lr)
         anneal = c.anneal_start
         index = last["stage"] + 1 if last is not None else 0
         if anneal is not None and start >= anneal and c.total_steps is not None:
-            lr = math.exp(min(max(self.mu, lo), hi))
+            lr = self._center_lr()
             return Decision(
                 stage=index,
                 kind=DecisionKind.COMMIT,
@@ -164,10 +182,12 @@ class StagewiseLR(LRController):
                 lr=lr,
                 lr_end=min(c.final_lr, lr),
                 controller="stagewise",
-                info={"phase": "anneal", "center_lr": lr},
+                info={"phase": "anneal", "center_lr": lr, "final": True},
             )
         z = ABBA[index % len(ABBA)]
-        x = min(max(self.mu + self.delta * z, lo), hi)
+        probe = min(self.delta, math.log(c.step_factor))  # moves may grow; probes do not
+        x = min(max(self.mu + probe * z, lo), hi)
+        lr = min(max(math.exp(x), lo_lr), hi_lr)  # exp(log(b)) may miss b by an ulp
         until = start + c.tau
         for cap in (anneal, c.total_steps):
             if cap is not None:
@@ -177,11 +197,11 @@ class StagewiseLR(LRController):
             kind=DecisionKind.EXPLORE,
             from_step=start,
             until_step=until,
-            lr=math.exp(x),
+            lr=lr,
             controller="stagewise",
             info={
                 "phase": "search",
-                "center_lr": math.exp(self.mu),
+                "center_lr": self._center_lr(),
                 "probe": z,
                 "step_factor": math.exp(self.delta),
             },
@@ -189,8 +209,12 @@ class StagewiseLR(LRController):
 
     def accept(self, decision: Decision) -> None:
         c = self.config
-        if decision.info.get("phase") == "anneal":
-            self.finished = True
+        if decision.info.get("phase") == "anneal" or (
+            c.total_steps is not None
+            and decision.until_step is not None
+            and decision.until_step >= c.total_steps
+        ):
+            self.finished = True  # the run is covered to its end: nothing left to decide
         if self.prev_tail is None and not self.stages and self.pre:
             recent = [v for s, v in self.pre if s >= decision.from_step - c.tau // 2]
             self.prev_tail = float(np.mean(recent or [v for _, v in self.pre]))
@@ -215,13 +239,17 @@ class StagewiseLR(LRController):
         self.pre = []
         self._score_ready()
 
+    def _center_lr(self) -> float:
+        lo, hi = self.config.bounds
+        return min(max(math.exp(self.mu), lo), hi)  # exp(log(b)) may miss b by an ulp
+
     @property
     def done(self) -> bool:
         return self.finished
 
     def summary(self) -> dict[str, Any]:
         return {
-            "center_lr": math.exp(self.mu),
+            "center_lr": self._center_lr(),
             "step_factor": math.exp(self.delta),
             "stages": len(self.stages),
             "reports_seen": self.reports_seen,
@@ -229,6 +257,10 @@ class StagewiseLR(LRController):
         }
 
     def state_dict(self) -> dict[str, Any]:
+        # A deep copy: the snapshot must not change as the controller goes on learning.
+        return copy.deepcopy(self._state())
+
+    def _state(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
             "mu": self.mu,
@@ -245,24 +277,18 @@ class StagewiseLR(LRController):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Check everything before changing anything: a bad state leaves the controller as it was.
         try:
-            self.config = StagewiseConfig(**state["config"])
-            for name in (
-                "mu",
-                "delta",
-                "last_move",
-                "reports_seen",
-                "last_step",
-                "stages",
-                "history",
-                "pre",
-                "prev_tail",
-                "prev_x",
-                "finished",
-            ):
-                setattr(self, name, state[name])
-        except (KeyError, TypeError) as e:
-            raise ConfigError(f"not a StagewiseLR state: {e}") from None
+            config = StagewiseConfig(**state["config"])
+            loaded = {name: copy.deepcopy(state[name]) for name in _FIELDS}
+            _check_state(loaded)
+        except ConfigError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"not a StagewiseLR state: {e!r}") from None
+        self.config = config
+        for name, value in loaded.items():
+            setattr(self, name, value)
 
     # -- the search ---------------------------------------------------------------------
 
@@ -283,6 +309,11 @@ class StagewiseLR(LRController):
                 del self.history[: -self.config.window]
                 if score < -0.5:  # the loss rose by half: back off now
                     self._move(-1)
+                    # The blow-up is an outlier at a setting left behind: fit afresh, and
+                    # do not score the recovery that follows against the blown-up tail.
+                    self.history = []
+                    tail = None
+                    self.prev_tail = None
                 elif s["probe_index"] == len(ABBA) - 1:
                     self._update()
             if tail is not None:
@@ -309,8 +340,8 @@ class StagewiseLR(LRController):
         resid = y - X @ coef
         sigma2 = float(resid @ resid) / dof
         cov = sigma2 * np.linalg.pinv(X.T @ X)
-        se = math.sqrt(max(float(cov[1, 1]), 1e-30))
-        tstat = float(coef[1]) / se
+        se = math.sqrt(max(float(cov[1, 1] + cov[2, 2] + 2 * cov[1, 2]), 1e-30))
+        tstat = float(coef[1] + coef[2]) / se
         if tstat > 1.0:
             self._move(+1)
         elif tstat < -1.0:
@@ -325,3 +356,74 @@ class StagewiseLR(LRController):
         if direction == self.last_move:
             self.delta = min(self.delta * 1.5, math.log(8.0))
         self.last_move = direction
+
+
+_FIELDS = (
+    "mu",
+    "delta",
+    "last_move",
+    "reports_seen",
+    "last_step",
+    "stages",
+    "history",
+    "pre",
+    "prev_tail",
+    "prev_x",
+    "finished",
+)
+_STAGE_KEYS = (
+    "stage",
+    "from",
+    "until",
+    "x",
+    "probe_index",
+    "phase",
+    "tail_from",
+    "tail_until",
+    "sum",
+    "count",
+)
+
+
+def _check_state(state: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` unless ``state`` has the shape ``StagewiseLR._state`` gives."""
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"not a StagewiseLR state: {what}")
+
+    def number(name: str, value: Any, *, optional: bool = False) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad(f"{name} must be a finite number, got {value!r}")
+        if not math.isfinite(value):
+            raise bad(f"{name} must be a finite number, got {value!r}")
+
+    def integer(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f"{name} must be an int, got {value!r}")
+
+    for name in ("mu", "delta"):
+        number(name, state[name])
+    for name in ("prev_tail", "prev_x"):
+        number(name, state[name], optional=True)
+    for name in ("last_move", "reports_seen", "last_step"):
+        integer(name, state[name])
+    if state["last_move"] not in (-1, 0, 1):
+        raise bad(f"last_move must be -1, 0 or 1, got {state['last_move']!r}")
+    if not isinstance(state["finished"], bool):
+        raise bad(f"finished must be a bool, got {state['finished']!r}")
+    for name, width in (("history", 4), ("pre", 2)):
+        rows = state[name]
+        if not isinstance(rows, list) or any(
+            not isinstance(row, list) or len(row) != width for row in rows
+        ):
+            raise bad(f"{name} must be a list of {width}-item lists, got {rows!r:.200}")
+        for row in rows:
+            for value in row:
+                number(name, value)
+    stages = state["stages"]
+    if not isinstance(stages, list) or any(
+        not isinstance(s, dict) or any(k not in s for k in _STAGE_KEYS) for s in stages
+    ):
+        raise bad(f"stages must be a list of stage records, got {stages!r:.200}")

@@ -1,0 +1,255 @@
+"""The job's head: reads reports, drives the controller, writes decisions with its state.
+
+:class:`HeadLoop` is the loop itself and runs in any thread; :class:`JobHead` wraps it as a
+named, detached Ray actor with ``max_restarts``, so Ray brings it back if its process dies.
+
+Exactly-once: a report counts once it is acknowledged in the head's consumer group, and the
+acknowledgement is written in the same Lua script as the controller state that includes
+it. A restarted head loads that state, then replays the reports delivered to it but never
+acknowledged, so nothing is lost and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from trials.store import JobStore, ReadBatch, Store
+from tuner.controllers.base import Controller, Plan
+from tuner.errors import DecisionConflictError, StoreError, StoreUnavailableError
+from tuner.specs import build_controller
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "tautune"
+CONSUMER = "head"
+
+
+def head_name(job: str) -> str:
+    """Name of the job's head actor in the ``tautune`` Ray namespace."""
+    return f"head:{job}"
+
+
+class HeadLoop:
+    """Drives one controller from one job's store.
+
+    Args:
+        store: The job's store.
+        controller: The controller; its state is loaded from the store if stored before.
+        checkpoint_every_s: Longest time observed reports stay unacknowledged without a
+            decision (bounds how much a restart replays).
+        lease_ttl_s: Lifetime of the head's heartbeat, which workers read to decide whether
+            to wait at a sync boundary.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        controller: Controller,
+        *,
+        checkpoint_every_s: float = 2.0,
+        lease_ttl_s: float = 5.0,
+        poll_ms: int = 50,
+    ) -> None:
+        self.store = store
+        self.controller = controller
+        self.checkpoint_every_s = checkpoint_every_s
+        self.lease_ttl_s = lease_ttl_s
+        self.poll_ms = poll_ms
+        self.version = 0
+        self.committed = 0
+        self.malformed = 0
+        self.restored = False
+        self._pending: list[str] = []
+        self._last_checkpoint = time.monotonic()
+        self._next_beat = 0.0
+        self._stop = threading.Event()
+        self.error: str | None = None
+
+    def resync(self) -> None:
+        """Load the stored state, then replay reports delivered but not acknowledged."""
+        self.store.ensure_group()
+        state = self.store.load_state(self.controller.name)
+        if state is not None:
+            self.controller.load_state_dict(state)
+            self.restored = True
+        self.version = self.store.version()
+        self._pending = []
+        after = "0"
+        while True:
+            batch = self.store.read_reports(CONSUMER, pending=True, after=after)
+            if batch.last_id is None:
+                break
+            self._take(batch)
+            after = batch.last_id
+
+    def _take(self, batch: ReadBatch) -> None:
+        for entry_id, reason in batch.malformed:
+            self.malformed += 1
+            log.warning("tautune head %s: skipping entry %s: %s", self.store.job, entry_id, reason)
+        self.controller.observe([r for _, r in batch.reports])
+        self._pending.extend(batch.ids)
+
+    def step(self) -> None:
+        """One round: heartbeat, read new reports, commit a decision or a checkpoint."""
+        now = time.monotonic()
+        if now >= self._next_beat:
+            info = {"host": socket.gethostname(), "pid": os.getpid(), "ts": time.time()}
+            self.store.heartbeat(None, ttl_s=self.lease_ttl_s, info=info)
+            self._next_beat = now + self.lease_ttl_s / 4
+        self._take(self.store.read_reports(CONSUMER, block_ms=self.poll_ms))
+        last_step = max((a_s[1] for a_s in self.store.progress().values()), default=-1)
+        decision = self.controller.propose(Plan(horizon=self.store.horizon(), last_step=last_step))
+        if decision is not None:
+            self._commit(decision)
+        elif self._pending and now - self._last_checkpoint > self.checkpoint_every_s:
+            self._commit(None)
+
+    def _commit(self, decision: Any) -> None:
+        before = self.controller.state_dict()
+        if decision is not None:
+            decision = decision.with_version(self.version + 1)
+            self.controller.accept(decision)
+        try:
+            self.store.commit(
+                expected_version=self.version,
+                decision=decision,
+                states={self.controller.name: self.controller.state_dict()},
+                ack_ids=self._pending,
+            )
+        except DecisionConflictError as e:
+            self.controller.load_state_dict(before)
+            if "another writer" in str(e):
+                log.warning("tautune head %s: %s; reloading", self.store.job, e)
+                self.resync()
+            return  # a horizon conflict: propose again next round, after the horizon
+        except BaseException:
+            self.controller.load_state_dict(before)
+            raise
+        if decision is not None:
+            self.version += 1
+            self.committed += 1
+            log.info("tautune head %s: decision v%d %s", self.store.job, self.version, decision)
+        self._pending = []
+        self._last_checkpoint = time.monotonic()
+
+    def run(self) -> None:
+        """Loop until :meth:`stop`; an unreachable Redis is retried, not fatal."""
+        while not self._stop.is_set():
+            try:
+                self.resync()
+                while not self._stop.is_set():
+                    self.step()
+                if self._pending:
+                    self._commit(None)
+                return
+            except StoreUnavailableError as e:
+                self.error = str(e)
+                log.warning("tautune head %s: %s; retrying", self.store.job, e)
+                self._stop.wait(1.0)
+            except StoreError as e:
+                self.error = str(e)
+                log.error("tautune head %s stopped: %s", self.store.job, e)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "job": self.store.job,
+            "version": self.version,
+            "decisions_committed": self.committed,
+            "malformed_skipped": self.malformed,
+            "restored": self.restored,
+            "pending_reports": len(self._pending),
+            "controller": self.controller.summary(),
+            "done": self.controller.done,
+            "error": self.error,
+        }
+
+
+class JobHead:
+    """The head as a Ray actor; create it with :func:`start_head`.
+
+    ``__init__`` runs again when Ray restarts the actor, which is all a restart needs:
+    the loop resyncs from the store.
+    """
+
+    def __init__(self, job: str, redis_url: str, controller: Mapping[str, Any]) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.loop = HeadLoop(Store.connect(redis_url).job(job), build_controller(controller))
+        self.thread = threading.Thread(target=self.loop.run, name="tautune-head", daemon=True)
+        self.thread.start()
+
+    def status(self) -> dict[str, Any]:
+        out = self.loop.status()
+        out["pid"] = os.getpid()
+        out["alive"] = self.thread.is_alive()
+        return out
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the loop after a last checkpoint; returns the final status."""
+        self.loop.stop()
+        self.thread.join(timeout=30)
+        self.loop.store.release(None)
+        return self.status()
+
+
+def start_head(
+    job: str,
+    redis_url: str,
+    controller: Mapping[str, Any],
+    *,
+    max_restarts: int = -1,
+    detached: bool = True,
+) -> Any:
+    """Start (or find) the job's head actor in the connected Ray; returns its handle.
+
+    Args:
+        controller: A controller spec (see :mod:`tuner.specs`); checked here, before Ray.
+        max_restarts: How often Ray restarts a dead head (-1: always).
+        detached: Outlive the driver that started it, until :func:`stop_head`.
+    """
+    import ray
+
+    build_controller(controller)  # fail fast, in the caller, on a bad spec
+    actor = ray.remote(JobHead).options(  # type: ignore[attr-defined]
+        name=head_name(job),
+        namespace=NAMESPACE,
+        lifetime="detached" if detached else None,
+        max_restarts=max_restarts,
+        max_task_retries=-1,
+        get_if_exists=True,
+        num_cpus=0,
+    )
+    return actor.remote(job, redis_url, dict(controller))
+
+
+def find_head(job: str) -> Any | None:
+    """The running head actor of ``job``, or ``None``."""
+    import ray
+
+    try:
+        return ray.get_actor(head_name(job), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def stop_head(job: str, timeout_s: float = 30.0) -> dict[str, Any] | None:
+    """Stop the job's head after a last checkpoint and remove the actor."""
+    import ray
+
+    actor = find_head(job)
+    if actor is None:
+        return None
+    try:
+        final: dict[str, Any] | None = ray.get(actor.stop.remote(), timeout=timeout_s)
+    finally:
+        ray.kill(actor, no_restart=True)
+    return final

@@ -1,0 +1,1 @@
+"""Small real training tasks built from what a Python install carries (no downloads)."""
