@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -109,7 +109,7 @@ def test_killed_head_comes_back_and_nothing_is_lost_or_rewritten(
             stage = max(f for f in by_stage if f <= step)
             assert by_stage[stage].version == version, f"step {step} ran a rewritten decision"
     stages = sorted(by_stage.values(), key=lambda d: d.from_step)
-    for prev, nxt in zip(stages, stages[1:], strict=False):
+    for prev, nxt in itertools.pairwise(stages):
         assert prev.until_step is not None and nxt.from_step >= prev.until_step
     assert stages[-1].info["phase"] == "anneal"
     assert sum(1 for v in applied.values() if v) > steps * 0.9  # tuned nearly throughout
@@ -139,5 +139,3 @@ def test_bad_controller_spec_fails_in_the_caller(ray_local: None, redis_server: 
         start_head("bad", redis_server.url, {"method": "stagewise", "init_lr": 0.1, "taw": 5})
     with pytest.raises(ConfigError, match="unknown LR method"):
         start_head("bad", redis_server.url, {"method": "nope"})
-
-

@@ -17,6 +17,7 @@ Claims about tuning are made on the median over several seeds, never on one run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -118,6 +119,7 @@ class Run:
         self.init_lr = ctl.config.init_lr
         self.decisions: list[Decision] = []
         self.centers: list[float] = []  # summary()["center_lr"] after each accept
+        self.accepted_at: list[int] = []  # the step at which each decision was accepted
         self.buffer: list[Report] = []
         self.last_reported = -1
         self.step = 0
@@ -144,6 +146,7 @@ class Run:
                 self.ctl.accept(decision)
                 self.decisions.append(decision)
                 self.centers.append(self.ctl.summary()["center_lr"])
+                self.accepted_at.append(s)
             lr = self.lr_at(s)
             if lr is None:
                 self.uncovered += bool(self.decisions)
@@ -227,12 +230,8 @@ def test_center_moves_towards_good_lr(direction: str) -> None:
     for run in runs:
         lo, hi = run.ctl.config.bounds
         assert all(lo <= d.lr <= hi for d in run.decisions if d.lr is not None)
-    moved = [
-        _geo_ratio(run.centers[within], init) if run.centers[within] else 0.0 for run in runs
-    ]
-    went_right_way = [
-        (run.centers[within] > init) == (direction == "up") for run in runs
-    ]
+    moved = [_geo_ratio(run.centers[within], init) for run in runs]
+    went_right_way = [(run.centers[within] > init) == (direction == "up") for run in runs]
     finals = [run.ctl.summary()["center_lr"] for run in runs]
     report = (
         f"start {init:.3g}, center after {within} stages "
@@ -303,9 +302,9 @@ def test_resume_from_json_state_gives_the_same_decisions(seed: int) -> None:
     assert whole.ctl.done and len(whole.decisions) > 30
     rng = random.Random(seed)
     splits = [rng.randrange(1, steps) for _ in range(3)]
-    # ...and a split right after a decision was accepted, and one right after a batch.
-    splits += [whole.decisions[len(whole.decisions) // 2].from_step - config.lead_steps + 1]
-    splits += [BATCH * rng.randrange(1, steps // BATCH)]
+    # ...and splits just before and just after a decision is accepted, and after a batch.
+    middle = whole.accepted_at[len(whole.accepted_at) // 2]
+    splits += [middle, middle + 1, BATCH * rng.randrange(1, steps // BATCH)]
     for split in splits:
         run = Run(StagewiseLR(config), Sim(seed))
         run.advance(split)
@@ -339,6 +338,23 @@ def test_state_dict_is_a_snapshot() -> None:
     assert _snapshot(other) == frozen
 
 
+def test_rollback_after_a_failed_commit_restores_the_state() -> None:
+    # The head keeps state_dict() from before accept and loads it back when the commit fails.
+    run = Run(StagewiseLR(_config(0.01)), Sim(0))
+    run.advance(140)  # stage 2 is [100, 150): the next decision is due from step 138
+    run.flush()
+    plan = Plan(horizon=run.step - 1, last_step=run.last_reported)
+    decision = run.ctl.propose(plan)
+    assert decision is not None
+    frozen = _snapshot(run.ctl)
+    before = run.ctl.state_dict()
+    run.ctl.accept(decision.with_version(99))
+    assert _snapshot(run.ctl) != frozen
+    run.ctl.load_state_dict(before)
+    assert _snapshot(run.ctl) == frozen
+    assert run.ctl.propose(plan) == decision
+
+
 # -- 4. propose: pure, timed by the lead, contiguous, after the horizon --------------------
 
 
@@ -350,7 +366,7 @@ def test_propose_is_pure_and_decisions_are_contiguous() -> None:
     ds = run.decisions
     assert ds[0].from_step == 0
     assert [d.stage for d in ds] == list(range(len(ds)))
-    for prev, nxt in zip(ds, ds[1:], strict=False):
+    for prev, nxt in itertools.pairwise(ds):
         assert nxt.from_step == prev.until_step, (prev, nxt)
     assert ds[-1].until_step == steps
     assert run.uncovered == 0
@@ -377,6 +393,11 @@ def test_propose_waits_for_the_lead_point() -> None:
     # Due at step until - lead = 30, and from then on until accepted.
     assert [s for s, _ in answered] == list(range(30, 60))
     assert {(d.stage, d.from_step, d.until_step) for _, d in answered} == {(1, 40, 80)}
+    # Plans of every shape leave the controller as it was, however far ahead they are.
+    before = _snapshot(ctl)
+    for plan in (Plan(-1, -1), Plan(100, 59), Plan(500, 500), Plan(10**6, 10**6)):
+        ctl.propose(plan)
+        assert _snapshot(ctl) == before, plan
 
 
 def test_next_decision_starts_after_the_horizon() -> None:
@@ -497,6 +518,45 @@ def test_loss_blowup_drops_the_center_immediately() -> None:
     assert spiked.decisions[6].info["center_lr"] < before / 1.5
     assert spiked.decisions[6].lr is not None and spiked.decisions[5].lr is not None
     assert spiked.decisions[6].lr < spiked.decisions[5].lr
+
+
+def _noisy_blowup_run(seed: int) -> Run:
+    """LR-independent loss with 1% noise, and one stage (5) whose loss doubles."""
+    rng = np.random.default_rng(seed)
+
+    def loss(step: int, lr: float) -> float:
+        value = 2.0 / (1 + 0.01 * step) * math.exp(0.01 * float(rng.standard_normal()))
+        return value * 2.0 if 210 <= step < 240 else value
+
+    run = Run(StagewiseLR(StagewiseConfig(init_lr=0.01, tau=40)), Scripted(loss))
+    run.advance(40 * 20)
+    return run
+
+
+def test_one_blowup_backs_off_once_not_in_a_cascade() -> None:
+    # The blown-up stage must not stay in the fit and drag the center down block after
+    # block once the LR no longer matters.
+    ratios = []
+    for seed in SEEDS:
+        run = _noisy_blowup_run(seed)
+        after = run.centers[6]
+        assert after < run.centers[5] / 1.5
+        ratios.append(min(run.centers[6:18]) / after)
+    assert statistics.median(ratios) > 1 / 1.5, ratios
+
+
+def test_probes_stay_within_step_factor_of_the_center() -> None:
+    # Moves may speed up across decades; a probe never multiplies the LR by more than
+    # step_factor, so the search never tries 8x the LR it trusts in a live run.
+    config = _config(GOOD_LR * 30, total_steps=40 * TAU)
+    run = _simulate(config, 0, 40 * TAU)
+    factors = [d.info["step_factor"] for d in run.decisions if d.info["phase"] == "search"]
+    assert max(factors) > config.step_factor  # moves did grow past the probe size
+    for d in run.decisions:
+        if d.info["phase"] == "search":
+            assert d.lr is not None
+            ratio = d.lr / d.info["center_lr"]
+            assert 1 / config.step_factor - 1e-12 <= ratio <= config.step_factor + 1e-12, d
 
 
 def test_divergent_start_recovers() -> None:

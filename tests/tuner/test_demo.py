@@ -1,0 +1,66 @@
+"""`tautune demo` end to end in a subprocess: summary, plot, and no process left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+WATCHED = ("redis-server", "raylet", "gcs_server", "ray::")
+
+
+def _watched_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(name in cmd for name in WATCHED):
+            pids.add(int(entry.name))
+    return pids
+
+
+def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
+    before = _watched_pids()
+    env = {k: v for k, v in os.environ.items() if k != "TAUTUNE_REDIS_URL"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuner.cli",
+            "demo",
+            "--steps",
+            "300",
+            "--tau",
+            "50",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Same model, data order and step budget" in proc.stdout
+    assert "constant LR" in proc.stdout and "tautune (tuned LR)" in proc.stdout
+    png = tmp_path / "demo.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["decisions"] >= 4
+    for run in summary["runs"].values():
+        assert 0 < run["val_loss"] < 6.0  # 5.55 nats/byte is a uniform guess
+    deadline = time.monotonic() + 20
+    while (left := _watched_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"processes left behind: {left}"
