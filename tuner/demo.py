@@ -67,16 +67,16 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-        scheduler.step()
         value = loss.item()
         log.step.append(step)
         log.lr.append(current_lr)
         log.loss.append(value)
         stage = "-"
         if agent is not None:
-            agent.report(step, loss=value)
+            agent.report(step, loss=value)  # before scheduler.step(), which may wait for it
             d = agent.decision(step)
             stage = f"{d.stage} {d.kind.value}" if d is not None else "base"
+        scheduler.step()
         if step % 10 == 0 or step == steps - 1:
             progress.update(task_id, completed=step + 1, loss=value, lr=current_lr, stage=stage)
     log.wall_s = time.perf_counter() - start

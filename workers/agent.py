@@ -6,8 +6,9 @@ Usage::
     sched = agent.lr_scheduler(optimizer, base="warmup=100+cosine", total_steps=5000)
     for step in range(5000):
         loss = train_step()
-        optimizer.step(); sched.step()
-        agent.report(step, loss=loss.item())
+        optimizer.step()
+        agent.report(step, loss=loss.item())     # before sched.step(), which may wait on it
+        sched.step()
     agent.close()
 
 The hot path never waits on Redis: reports go to a buffer a background thread sends in
