@@ -408,13 +408,16 @@ class JobStore:
         sync boundary polls this way).
         """
         k = self.keys
-        raw, valid_until, head_alive = self.store.call(
-            lambda c: self._claim(
-                keys=[k.stages, k.latest, k.horizon, k.head_lease],
-                args=[step, lookahead, 1 if promise_if_none else 0],
-                client=c,
+        try:
+            raw, valid_until, head_alive = self.store.call(
+                lambda c: self._claim(
+                    keys=[k.stages, k.latest, k.horizon, k.head_lease, k.schema],
+                    args=[step, lookahead, 1 if promise_if_none else 0, K.SCHEMA_VERSION],
+                    client=c,
+                )
             )
-        )
+        except redis.ResponseError as e:
+            raise self._script_error(e) from None
         decision = decision_from_json(raw, f"{k.latest} stage at step {step}") if raw else None
         return Claim(decision, int(valid_until), bool(head_alive))
 

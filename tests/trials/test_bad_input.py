@@ -391,6 +391,8 @@ def test_unknown_schema_version_is_refused_on_open_and_on_write(
             states={"lr": {"stage": 1}},
             ack_ids=populated.pending,
         )
+    with pytest.raises(SchemaVersionError, match=f"schema v{found}; this tautune reads v1"):
+        old.claim(500)  # a worker must not be promised anything under a foreign schema
     with pytest.raises(SchemaVersionError):
         old.check_schema()
     assert_unchanged(store, before)

@@ -1,8 +1,13 @@
 -- Answer "which decision covers step n" and promise that answer until valid_until.
--- KEYS: stages, latest, horizon, head_lease
--- ARGV: step, lookahead, promise_if_none ('1' or '0')
+-- KEYS: stages, latest, horizon, head_lease, schema
+-- ARGV: step, lookahead, promise_if_none ('1' or '0'), schema_version
 -- Returns {decision_json or '', valid_until, head_alive}. The promise moves the horizon
 -- forward so that no later decision can cover a step a worker has already been answered for.
+-- Errors (nothing written): TT_SCHEMA <found>
+local found = redis.call('GET', KEYS[5])
+if found and found ~= ARGV[4] then
+  return redis.error_reply('TT_SCHEMA ' .. found)
+end
 local n = tonumber(ARGV[1])
 local lookahead = tonumber(ARGV[2])
 local promise_none = ARGV[3] == '1'
