@@ -1,0 +1,163 @@
+"""The Python tuning API: ``tune(train_fn, ...)`` runs a tuned data-parallel job.
+
+    from tuner import tune, LRSpec
+
+    def train_fn(config):
+        agent = Agent.attach()                     # job, Redis and rank come from tune()
+        ...
+
+    result = tune(train_fn, config={"steps": 2000}, num_workers=2,
+                  lr=LRSpec(init_lr=1e-3, tau=100, total_steps=2000))
+
+Inside ``train_fn`` the agent code is the same as in a plain script, so one instrumented
+training loop runs under ``tune``, under ``tautune submit`` and under ``tautune attach``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trials.keys import check_job_name
+from tuner.errors import ConfigError
+from tuner.records import Decision
+from tuner.specs import build_controller
+
+
+@dataclass(frozen=True)
+class LRSpec:
+    """How the head tunes the learning rate. Steps are optimizer steps; LRs are plain.
+
+    Attributes:
+        init_lr: LR the search starts from.
+        tau: Stage length: the LR may change every ``tau`` steps.
+        total_steps: Length of the run; enables the final anneal.
+        method: Controller (``"stagewise"``).
+        lr_min, lr_max: Search bounds (default ``init_lr/100``, ``init_lr*100``).
+        warmup_steps: Steps left to the workers' base schedule first.
+        anneal_fraction: Fraction of ``total_steps`` at the end that decays to ``final_lr``.
+        final_lr: LR at the end of the anneal.
+    """
+
+    init_lr: float
+    tau: int = 100
+    total_steps: int | None = None
+    method: str = "stagewise"
+    lr_min: float | None = None
+    lr_max: float | None = None
+    warmup_steps: int = 0
+    anneal_fraction: float = 0.2
+    final_lr: float = 0.0
+
+    def to_spec(self) -> dict[str, Any]:
+        """The controller spec (JSON data) the head is started with."""
+        spec = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        build_controller(spec)  # validates
+        return spec
+
+
+@dataclass
+class Result:
+    """What a tuned job left behind.
+
+    Attributes:
+        job: The job name (its keys in Redis are ``tt:{job}:...``).
+        returns: ``train_fn``'s return value on each rank, in rank order.
+        metrics: The last reported metrics of each rank.
+        decisions: Every decision the head wrote, oldest first.
+        head: The head's final status (``None`` without an LR spec).
+        redis_url: Where the job's state lives (gone if it was the embedded server).
+        wall_s: Seconds from start to finish.
+    """
+
+    job: str
+    returns: list[Any]
+    metrics: dict[int, dict[str, float]]
+    decisions: list[Decision]
+    head: dict[str, Any] | None
+    redis_url: str
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tune(
+    train_fn: Callable[[dict[str, Any]], Any],
+    config: Mapping[str, Any] | None = None,
+    *,
+    num_workers: int = 1,
+    resources_per_worker: Mapping[str, float] | None = None,
+    lr: LRSpec | Mapping[str, Any] | None = None,
+    mixture: Mapping[str, Any] | None = None,
+    job: str | None = None,
+    redis_url: str | None = None,
+    ray_address: str | None = None,
+    backend: str | None = None,
+) -> Result:
+    """Run ``train_fn(config)`` on ``num_workers`` data-parallel Ray workers, tuned by a head.
+
+    Args:
+        train_fn: The training loop; it calls ``workers.agent.Agent.attach()``.
+        config: Passed to ``train_fn`` as a dict.
+        num_workers: Data-parallel ranks (Ray actors; DDP over gloo on CPU, nccl on GPU).
+        resources_per_worker: Ray resources per rank, ``{"CPU": 1}`` (default) or ``{"GPU": 1}``.
+        lr: How to tune the LR; ``None`` trains on the workers' base schedules.
+        mixture: Reserved for the data-mixture controller; must be ``None`` for now.
+        job: Job name (default ``$TAUTUNE_JOB``, else a fresh ``tune-<id>``).
+        redis_url: Redis (default ``$TAUTUNE_REDIS_URL``, else an embedded server).
+        ray_address: Ray cluster (default: the connected one, else a new local Ray).
+
+    Ctrl-C stops the workers and the head and re-raises ``KeyboardInterrupt``.
+    """
+    import ray
+
+    from tuner.head import start_head, stop_head
+    from tuner.runtime import local_runtime
+    from tuner.worker_group import WorkerGroup
+
+    if num_workers < 1:
+        raise ConfigError(f"num_workers must be >= 1, got {num_workers=}")
+    if mixture is not None:
+        raise ConfigError("mixture tuning is not available yet; pass mixture=None")
+    spec = lr.to_spec() if isinstance(lr, LRSpec) else (dict(lr) if lr is not None else None)
+    if spec is not None:
+        build_controller(spec)
+    job = check_job_name(job or os.environ.get("TAUTUNE_JOB") or f"tune-{uuid.uuid4().hex[:8]}")
+    start = time.perf_counter()
+    with local_runtime(redis_url, ray_address) as rt:
+        env = {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": rt.redis_url}
+        head = None
+        group: WorkerGroup | None = None
+        try:
+            if spec is not None:
+                start_head(job, rt.redis_url, spec)
+            group = WorkerGroup(num_workers, resources_per_worker, env, backend=backend)
+            returns = group.run(train_fn, dict(config or {}))
+            if spec is not None:
+                head = stop_head(job)
+        except BaseException:
+            if spec is not None:
+                stop_head(job)
+            raise
+        finally:
+            if group is not None:
+                group.shutdown()
+        store = rt.store.job(job)
+        last: dict[int, dict[str, float]] = {}
+        for report in store.all_reports():
+            last[report.rank] = dict(report.metrics)
+        decisions = store.decisions()
+        del ray  # connected for the duration of local_runtime only
+    return Result(
+        job=job,
+        returns=returns,
+        metrics=last,
+        decisions=decisions,
+        head=head,
+        redis_url=rt.redis_url,
+        wall_s=time.perf_counter() - start,
+    )
