@@ -1,0 +1,99 @@
+"""tune() on real Ray workers with DDP over gloo, against a real Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import ray
+import torch
+
+from trials.embedded import EmbeddedRedis
+from trials.store import Store
+from tuner import LRSpec, tune
+from tuner.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def train_fn(config: dict[str, Any]) -> dict[str, Any]:
+    """Least squares with DDP: ranks see different batches, gradients are averaged."""
+    from workers.agent import Agent
+    from workers.distributed import prepare_model, rank, world_size
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 16)
+    y = x @ torch.randn(16, 1)
+    model = prepare_model(torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    agent = Agent.attach(flush_every=8, flush_interval_s=0.05)
+    sched = agent.lr_scheduler(opt)
+    gen = torch.Generator().manual_seed(100 + rank())
+    applied = []
+    for step in range(config["steps"]):
+        idx = torch.randint(0, 256, (32,), generator=gen)
+        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        applied.append(opt.param_groups[0]["lr"])
+        agent.report(step, loss=loss.item())
+        sched.step()
+        time.sleep(0.003)
+    agent.close()
+    weights = [p.detach().clone() for p in model.parameters()]
+    return {"rank": rank(), "world": world_size(), "lrs": applied, "weights": weights}
+
+
+def test_two_ranks_apply_the_same_lr_at_every_step(
+    ray_local: None, redis_server: EmbeddedRedis, store: Store
+) -> None:
+    steps = 240
+    result = tune(
+        train_fn,
+        {"steps": steps, "lr": 0.05},
+        num_workers=2,
+        lr=LRSpec(init_lr=0.05, tau=20, total_steps=steps),
+        job="ddp-two-ranks",
+        redis_url=redis_server.url,
+    )
+    r0, r1 = result.returns
+    assert (r0["rank"], r1["rank"], r0["world"]) == (0, 1, 2)
+    assert len(r0["lrs"]) == steps and r0["lrs"] == r1["lrs"]  # same LR, every step
+    assert len(set(r0["lrs"])) > 5, "the head should have changed the LR several times"
+    for w0, w1 in zip(r0["weights"], r1["weights"], strict=True):  # DDP kept them in sync
+        assert torch.equal(w0, w1)
+    # The store saw the same thing: per step, both ranks reported the same LR and version.
+    by_step: dict[int, set[tuple[float, float]]] = {}
+    for rep in store.job("ddp-two-ranks").all_reports():
+        by_step.setdefault(rep.step, set()).add((rep.metrics["lr"], rep.metrics["decision_version"]))
+    assert len(by_step) == steps and all(len(v) == 1 for v in by_step.values())
+    assert result.head is not None and result.head["controller"]["reports_seen"] == 2 * steps
+    assert [d.version for d in result.decisions] == list(range(1, len(result.decisions) + 1))
+    assert set(result.metrics) == {0, 1}
+
+
+def test_tune_without_lr_spec_trains_on_the_base_schedule(
+    ray_local: None, redis_server: EmbeddedRedis
+) -> None:
+    result = tune(train_fn, {"steps": 30, "lr": 0.01}, num_workers=1, redis_url=redis_server.url)
+    assert result.decisions == [] and result.head is None
+    assert set(result.returns[0]["lrs"]) == {0.01}
+
+
+def test_bad_arguments_fail_before_anything_starts() -> None:
+    with pytest.raises(ConfigError, match="num_workers"):
+        tune(train_fn, num_workers=0)
+    with pytest.raises(ConfigError, match="init_lr"):
+        tune(train_fn, lr=LRSpec(init_lr=-1.0))
+    with pytest.raises(ConfigError, match="job name"):
+        tune(train_fn, job="bad name!")
