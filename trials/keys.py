@@ -116,6 +116,11 @@ class JobKeys:
         return f"{self.base}:lease:{int(rank)}"
 
     @property
+    def control(self) -> str:
+        """Hash: requests to the head (``detach``: a timestamp) from ``tautune detach``."""
+        return f"{self.base}:control"
+
+    @property
     def head_lease(self) -> str:
         """String with TTL: the heartbeat of the job's head."""
         return f"{self.base}:lease:head"

@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -474,6 +475,21 @@ class JobStore:
 
     def head_alive(self) -> bool:
         return bool(self.store.call(lambda c: c.exists(self.keys.head_lease)))
+
+    def head_info(self) -> dict[str, Any] | None:
+        """The live head's lease info (host, pid, ts), or ``None`` when no head is alive."""
+        raw = self.store.call(lambda c: c.get(self.keys.head_lease))
+        return state_from_json(raw, self.keys.head_lease) if raw is not None else None
+
+    def request_detach(self) -> None:
+        """Ask the job's head to leave the last decision in force and stop."""
+        self.store.call(lambda c: c.hset(self.keys.control, "detach", dumps(time.time())))
+
+    def detach_requested(self) -> bool:
+        return bool(self.store.call(lambda c: c.hexists(self.keys.control, "detach")))
+
+    def clear_detach(self) -> None:
+        self.store.call(lambda c: c.hdel(self.keys.control, "detach"))
 
     def set_meta(self, **fields: Any) -> None:
         encoded = {name: dumps(value) for name, value in fields.items()}

@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from tuner.errors import TautuneError
+from trials.store import URL_ENV, resolve_url
+from tuner.errors import ConfigError, TautuneError
+
+LR_HELP = (
+    "controller spec as name=value pairs, e.g. init_lr=1e-3,tau=100,total_steps=5000 "
+    "(method=stagewise; also lr_min, lr_max, warmup_steps, anneal_fraction, final_lr) or JSON"
+)
+
+
+def _redis(args: argparse.Namespace) -> str:
+    url = resolve_url(args.redis)
+    if url is None:
+        raise ConfigError(f"no Redis URL: pass --redis URL or set ${URL_ENV}")
+    return url
+
+
+def _lr(args: argparse.Namespace) -> dict[str, object] | None:
+    from tuner.specs import parse_lr_spec
+
+    return parse_lr_spec(args.lr) if args.lr else None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -24,6 +44,66 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attach(args: argparse.Namespace) -> int:
+    from tuner.commands.attach import attach
+
+    spec = _lr(args)
+    if spec is None:
+        raise ConfigError("attach needs --lr, e.g. --lr init_lr=1e-3,tau=100,total_steps=5000")
+    return attach(args.job, _redis(args), spec, ray_address=args.address)
+
+
+def _detach(args: argparse.Namespace) -> int:
+    from tuner.commands.attach import detach
+
+    return detach(args.job, _redis(args), ray_address=args.address, timeout_s=args.timeout)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from tuner.commands.status import status
+
+    return status(args.job, _redis(args), as_json=args.json)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from tuner.commands.status import jobs
+
+    return jobs(_redis(args), as_json=args.json)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from tuner.commands.submit import submit
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not args.address:
+        raise ConfigError("submit needs the Jobs API address: --address http://HEAD:8265 "
+                          "or $TAUTUNE_DASHBOARD")
+    return submit(
+        args.address,
+        command,
+        redis_url=_redis(args),
+        spec=_lr(args),
+        job=args.job,
+        working_dir=args.working_dir,
+        follow=args.follow,
+    )
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from tuner.commands.submit import stop
+
+    return stop(args.job, _redis(args), address=args.address)
+
+
+def _add_redis(p: argparse.ArgumentParser, default_help: str = f"default: ${URL_ENV}") -> None:
+    p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help=f"Redis URL: redis://, rediss:// (TLS) or unix:// ({default_help})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tautune",
@@ -32,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
             "the Ray head decides the learning rate for the next stage, the training "
             "workers apply it, and Redis holds the shared state."
         ),
+        epilog="`tautune COMMAND --help` explains each command.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND")
+
     demo = sub.add_parser(
         "demo",
         help="tune a small language model on this machine next to a constant-LR run",
@@ -57,14 +139,88 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", default="tautune-out", help="directory for demo.png and summary.json"
     )
-    demo.add_argument(
-        "--redis",
-        default=None,
-        metavar="URL",
-        help="Redis URL (default: $TAUTUNE_REDIS_URL, else an embedded server)",
-    )
+    _add_redis(demo, f"default: ${URL_ENV}, else an embedded server")
     demo.add_argument("--address", default=None, help="Ray address (default: start a local Ray)")
     demo.set_defaults(func=_demo)
+
+    submit = sub.add_parser(
+        "submit",
+        help="submit a training command to a Ray cluster, tuned by a head",
+        description=(
+            "Submit COMMAND through Ray's Jobs API with TAUTUNE_JOB and TAUTUNE_REDIS_URL in its "
+            "environment; the job's driver starts the head (with --lr) and stops it when "
+            "COMMAND ends. Prints the submission id. The Redis must be reachable from every node."
+        ),
+    )
+    submit.add_argument(
+        "--address",
+        default=os.environ.get("TAUTUNE_DASHBOARD"),
+        help="Ray dashboard / Jobs API, e.g. http://HEAD:8265 (default: $TAUTUNE_DASHBOARD)",
+    )
+    submit.add_argument(
+        "--working-dir", default=None, help="directory uploaded as the job's working dir"
+    )
+    submit.add_argument("--job", default=None, help="job name (default: job-<random>)")
+    submit.add_argument(
+        "--lr", default=None, help=LR_HELP + "; without it the job trains on its base schedule"
+    )
+    submit.add_argument(
+        "--follow", action="store_true", help="tail the logs with stage, step and LR until it ends"
+    )
+    _add_redis(submit)
+    submit.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    submit.set_defaults(func=_submit)
+
+    stop = sub.add_parser("stop", help="stop a job started with `tautune submit`")
+    stop.add_argument("job")
+    stop.add_argument(
+        "--address", default=None, help="Jobs API address (default: the one it was submitted to)"
+    )
+    _add_redis(stop)
+    stop.set_defaults(func=_stop)
+
+    attach = sub.add_parser(
+        "attach",
+        help="start controllers for a job that is already running",
+        description=(
+            "Start the head of JOB; it takes over at the next stage boundary and resumes from "
+            "the controller state stored by an earlier attach. With --address it runs as a "
+            "detached actor on that Ray cluster and this command returns; without, it runs "
+            "here until Ctrl-C or `tautune detach`."
+        ),
+    )
+    attach.add_argument("job")
+    attach.add_argument("--lr", default=None, help=LR_HELP)
+    attach.add_argument(
+        "--address", default=None, help="Ray cluster to run the head on (default: here)"
+    )
+    _add_redis(attach)
+    attach.set_defaults(func=_attach)
+
+    detach = sub.add_parser(
+        "detach",
+        help="stop a job's controllers, leaving the last decision in force",
+    )
+    detach.add_argument("job")
+    detach.add_argument("--address", default=None, help="Ray cluster whose head actor to remove")
+    detach.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the head (default 30)"
+    )
+    _add_redis(detach)
+    detach.set_defaults(func=_detach)
+
+    status = sub.add_parser(
+        "status", help="workers, stage, LR, decisions and last reports of a job"
+    )
+    status.add_argument("job")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_redis(status)
+    status.set_defaults(func=_status)
+
+    jobs = sub.add_parser("jobs", help="list the jobs a Redis holds")
+    jobs.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_redis(jobs)
+    jobs.set_defaults(func=_jobs)
     return parser
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from trials.store import JobStore, ReadBatch, Store
 from tuner.controllers.base import Controller, Plan
 from tuner.errors import DecisionConflictError, StoreError, StoreUnavailableError
+from tuner.records import Decision, DecisionKind
 from tuner.specs import build_controller
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class HeadLoop:
         self._pending: list[str] = []
         self._last_checkpoint = time.monotonic()
         self._next_beat = 0.0
+        self._next_control = 0.0
+        self.detached = False
         self._stop = threading.Event()
         self.error: str | None = None
 
@@ -102,6 +105,11 @@ class HeadLoop:
             info = {"host": socket.gethostname(), "pid": os.getpid(), "ts": time.time()}
             self.store.heartbeat(None, ttl_s=self.lease_ttl_s, info=info)
             self._next_beat = now + self.lease_ttl_s / 4
+        if now >= self._next_control:
+            self._next_control = now + 0.25
+            if self.store.detach_requested():
+                self.detach()
+                return
         self._take(self.store.read_reports(CONSUMER, block_ms=self.poll_ms))
         last_step = max((a_s[1] for a_s in self.store.progress().values()), default=-1)
         decision = self.controller.propose(Plan(horizon=self.store.horizon(), last_step=last_step))
@@ -110,11 +118,16 @@ class HeadLoop:
         elif self._pending and now - self._last_checkpoint > self.checkpoint_every_s:
             self._commit(None)
 
-    def _commit(self, decision: Any) -> None:
+    def _commit(self, decision: Decision | None, *, controller_owned: bool = True) -> bool:
+        """Write ``decision`` (if any), the controller state and the pending acks.
+
+        Returns whether it was written; on a conflict the controller is rolled back.
+        """
         before = self.controller.state_dict()
         if decision is not None:
             decision = decision.with_version(self.version + 1)
-            self.controller.accept(decision)
+            if controller_owned:
+                self.controller.accept(decision)
         try:
             self.store.commit(
                 expected_version=self.version,
@@ -127,7 +140,7 @@ class HeadLoop:
             if "another writer" in str(e):
                 log.warning("tautune head %s: %s; reloading", self.store.job, e)
                 self.resync()
-            return  # a horizon conflict: propose again next round, after the horizon
+            return False  # a horizon conflict: propose again next round, after the horizon
         except BaseException:
             self.controller.load_state_dict(before)
             raise
@@ -137,11 +150,51 @@ class HeadLoop:
             log.info("tautune head %s: decision v%d %s", self.store.job, self.version, decision)
         self._pending = []
         self._last_checkpoint = time.monotonic()
+        return True
+
+    def detach(self) -> Decision | None:
+        """Leave the last committed decision in force, checkpoint, and stop.
+
+        If the last decision ends at a step (a stage boundary), an open-ended ``hold``
+        decision keeping its final LR takes over from there, so workers neither wait for a
+        head that is gone nor fall back to their base schedule. Returns that decision.
+        """
+        hold: Decision | None = None
+        for _ in range(20):  # a horizon conflict: workers moved on; plan after them
+            stages = self.store.stage_decisions()
+            last = stages[-1] if stages else None
+            if last is None or last.until_step is None or last.info.get("final"):
+                self._commit(None)
+                break
+            hold = Decision(
+                stage=last.stage + 1,
+                kind=DecisionKind.HOLD,
+                from_step=max(last.until_step, self.store.horizon() + 1),
+                lr=last.lr_at(last.until_step - 1),
+                mixture=last.mixture,
+                controller="detach",
+                info={"phase": "detached", "final": True},
+            )
+            if self._commit(hold, controller_owned=False):
+                break
+            hold = None
+        self.store.clear_detach()
+        self.detached = True
+        self.stop()
+        self.store.release(None)
+        log.info(
+            "tautune head %s: detached; in force from step %s: %s",
+            self.store.job,
+            hold.from_step if hold else "-",
+            hold,
+        )
+        return hold
 
     def run(self) -> None:
         """Loop until :meth:`stop`; an unreachable Redis is retried, not fatal."""
         while not self._stop.is_set():
             try:
+                self.store.clear_detach()  # a request made while no head ran is stale
                 self.resync()
                 while not self._stop.is_set():
                     self.step()
@@ -170,6 +223,7 @@ class HeadLoop:
             "pending_reports": len(self._pending),
             "controller": self.controller.summary(),
             "done": self.controller.done,
+            "detached": self.detached,
             "error": self.error,
         }
 

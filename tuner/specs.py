@@ -32,3 +32,41 @@ def build_controller(spec: Mapping[str, Any]) -> Controller:
             raise ConfigError("LR method 'stagewise' needs init_lr (the LR the search starts at)")
         return StagewiseLR(StagewiseConfig(**settings))
     raise ConfigError(f"unknown LR method {method!r}; choose one of {list(LR_METHODS)}")
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_lr_spec(text: str) -> dict[str, Any]:
+    """``"init_lr=1e-3,tau=100,total_steps=5000"`` (optionally ``method=stagewise``) -> spec.
+
+    Also accepts a JSON object. The spec is validated by building its controller.
+    """
+    text = text.strip()
+    if text.startswith("{"):
+        import json
+
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--lr is not valid JSON: {e}") from None
+        if not isinstance(spec, dict):
+            raise ConfigError("--lr JSON must be an object")
+    else:
+        spec = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(
+                    f"--lr expects name=value pairs separated by commas, got {part!r} "
+                    "(e.g. init_lr=1e-3,tau=100,total_steps=5000)"
+                )
+            spec[name.strip()] = _number(value.strip())
+    build_controller(spec)
+    return spec

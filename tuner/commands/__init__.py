@@ -1,0 +1,1 @@
+"""Implementations of the ``tautune`` subcommands, one module per group."""

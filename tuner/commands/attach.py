@@ -1,0 +1,115 @@
+"""``tautune attach`` and ``tautune detach``: controllers for a job that is already running."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from rich.console import Console
+
+from trials.store import Store
+from tuner.errors import ConfigError
+from tuner.head import HeadLoop, find_head, start_head
+from tuner.specs import build_controller
+
+
+def attach(
+    job: str,
+    redis_url: str,
+    spec: dict[str, object],
+    *,
+    ray_address: str | None = None,
+    console: Console | None = None,
+) -> int:
+    """Start the job's head. With a Ray address it runs there as a detached actor and this
+    returns at once; without, it runs here in the foreground until Ctrl-C, SIGTERM or
+    ``tautune detach``."""
+    console = console or Console()
+    job_store = Store.connect(redis_url).job(job)
+    if job_store.head_alive():
+        raise ConfigError(f"job {job!r} already has a live head; `tautune detach {job}` first")
+    if ray_address is not None:
+        import ray
+
+        ray.init(address=ray_address, log_to_driver=False, logging_level=logging.ERROR)
+        start_head(job, redis_url, spec)
+        console.print(f"attached: head actor for job [bold]{job}[/] runs on the Ray cluster")
+        return 0
+    loop = HeadLoop(job_store, build_controller(spec))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        loop.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=loop.run, name="tautune-head", daemon=True)
+    thread.start()
+    console.print(f"attached to job [bold]{job}[/]; the head runs here (Ctrl-C to stop)")
+    seen = 0
+    try:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+            decisions = job_store.decisions() if loop.committed != seen else []
+            for d in decisions[len(decisions) - (loop.committed - seen) :]:
+                lr = f"{d.lr:.3g}" if d.lr is not None else "base"
+                end = f"{d.until_step}" if d.until_step is not None else "on"
+                console.print(
+                    f"  v{d.version} stage {d.stage} {d.kind.value} "
+                    f"steps {d.from_step}-{end}: lr {lr}"
+                )
+            seen = loop.committed
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if loop.error:
+        console.print(f"[red]head stopped: {loop.error}[/]")
+        return 1
+    how = "detached" if loop.detached else "stopped"
+    console.print(f"{how}: {loop.committed} decisions written; state stored for the next attach")
+    return 0
+
+
+def detach(
+    job: str,
+    redis_url: str,
+    *,
+    ray_address: str | None = None,
+    timeout_s: float = 30.0,
+    console: Console | None = None,
+) -> int:
+    """Ask the job's head to leave the last decision in force and stop; wait for it."""
+    console = console or Console()
+    job_store = Store.connect(redis_url).job(job)
+    if not job_store.head_alive():
+        console.print(f"job {job!r} has no live head; nothing to detach")
+        return 0
+    job_store.request_detach()
+    deadline = time.monotonic() + timeout_s
+    while job_store.head_alive():
+        if time.monotonic() > deadline:
+            console.print(f"[red]the head of {job!r} did not stop within {timeout_s:.0f}s[/]")
+            return 1
+        time.sleep(0.1)
+    if ray_address is not None:
+        import ray
+
+        ray.init(address=ray_address, log_to_driver=False, logging_level=logging.ERROR)
+        actor = find_head(job)
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
+    stages = job_store.stage_decisions()
+    last = stages[-1] if stages else None
+    if last is not None:
+        lr = f"{last.lr:.3g}" if last.lr is not None else "the base schedule"
+        console.print(
+            f"detached from {job!r}: from step {last.from_step} on, lr {lr} stays in force"
+        )
+    else:
+        console.print(
+            f"detached from {job!r}: no decision was written; workers keep their base schedule"
+        )
+    return 0

@@ -1,0 +1,170 @@
+"""``tautune status JOB`` and ``tautune jobs``: what a Redis holds, as tables or JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from trials.serialize import decision_to_json
+from trials.store import JobStore, Store
+
+
+def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
+    """Everything ``tautune status`` shows, as JSON data."""
+    progress = job_store.progress()
+    last_step = max((s for _, s in progress.values()), default=-1)
+    history = job_store.stage_decisions()
+    current = None
+    for d in history:
+        if d.from_step <= max(last_step, 0) and (d.until_step is None or last_step < d.until_step):
+            current = d
+    last_reports: dict[int, dict[str, Any]] = {}
+    for report in _tail_reports(job_store, 200):
+        last_reports[report.rank] = {
+            "step": report.step,
+            "attempt": report.attempt,
+            "metrics": dict(report.metrics),
+            "age_s": time.time() - report.ts,
+        }
+    state = job_store.load_state("lr")
+    controller: dict[str, Any] | None = None
+    if state is not None:
+        controller = {
+            "center_lr": math.exp(state["mu"]) if "mu" in state else None,
+            "step_factor": math.exp(state["delta"]) if "delta" in state else None,
+            "reports_seen": state.get("reports_seen"),
+            "finished": state.get("finished"),
+            "method": state.get("config", {}).get("method", "stagewise"),
+        }
+    return {
+        "job": job_store.job,
+        "head": job_store.head_info(),
+        "workers": job_store.alive_workers(),
+        "reports": job_store.report_count(),
+        "last_step": last_step,
+        "version": job_store.version(),
+        "horizon": job_store.horizon(),
+        "current": json.loads(decision_to_json(current)) if current else None,
+        "decisions": [json.loads(decision_to_json(d)) for d in history[-decisions:]],
+        "last_reports": last_reports,
+        "controller": controller,
+    }
+
+
+def _tail_reports(job_store: JobStore, count: int) -> list[Any]:
+    from trials.serialize import report_from_entry
+    from tuner.errors import MalformedEntryError
+
+    stream = job_store.keys.reports
+    entries = job_store.store.call(lambda c: c.xrevrange(stream, count=count))
+    out = []
+    for raw_id, fields in reversed(entries):
+        try:
+            out.append(report_from_entry(stream, raw_id.decode(), fields))
+        except MalformedEntryError:
+            continue
+    return out
+
+
+def _lr(value: float | None) -> str:
+    return f"{value:.3g}" if value is not None else "base"
+
+
+def print_status(status: dict[str, Any], console: Console) -> None:
+    head = status["head"]
+    head_text = f"alive (pid {head['pid']} on {head['host']})" if head else "none attached"
+    console.print(
+        f"[bold]job {status['job']}[/]: head {head_text}; {len(status['workers'])} "
+        f"worker(s) alive; {status['reports']} reports, last step {status['last_step']}"
+    )
+    cur = status["current"]
+    if cur:
+        console.print(
+            f"now: stage {cur['stage']} ({cur['kind']}), lr {_lr(cur['lr'])}"
+            + (f", weights {cur['mixture']}" if cur.get("mixture") else "")
+        )
+    if status["controller"]:
+        c = status["controller"]
+        console.print(
+            f"controller {c['method']}: center lr {_lr(c['center_lr'])}, probe x"
+            f"{c['step_factor']:.2f}, {c['reports_seen']} reports seen"
+            + (", finished" if c["finished"] else "")
+        )
+    table = Table(title="Decisions (newest last)")
+    for col in ("version", "stage", "kind", "steps", "lr", "phase"):
+        table.add_column(col)
+    for d in status["decisions"]:
+        end = d["until_step"] if d["until_step"] is not None else "…"
+        lr = _lr(d["lr"]) + (f" → {_lr(d['lr_end'])}" if d["lr_end"] is not None else "")
+        table.add_row(
+            str(d["version"]),
+            str(d["stage"]),
+            d["kind"],
+            f"{d['from_step']}–{end}",
+            lr,
+            str(d["info"].get("phase", "")),
+        )
+    console.print(table)
+    workers = Table(title="Workers")
+    for col in ("rank", "alive", "last step", "metrics"):
+        workers.add_column(col)
+    for rank, rep in sorted(status["last_reports"].items()):
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(rep["metrics"].items()))
+        workers.add_row(
+            str(rank), "yes" if rank in status["workers"] else "no", str(rep["step"]), metrics
+        )
+    console.print(workers)
+
+
+def status(
+    job: str, redis_url: str, *, as_json: bool = False, console: Console | None = None
+) -> int:
+    console = console or Console()
+    store = Store.connect(redis_url)
+    if job not in store.jobs():
+        console.print(f"[red]no job {job!r} in this Redis[/]; `tautune jobs` lists them")
+        return 1
+    data = job_status(store.job(job))
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print_status(data, console)
+    return 0
+
+
+def jobs(redis_url: str, *, as_json: bool = False, console: Console | None = None) -> int:
+    console = console or Console()
+    store = Store.connect(redis_url)
+    rows = []
+    for name in store.jobs():
+        js = store.job(name)
+        rows.append(
+            {
+                "job": name,
+                "reports": js.report_count(),
+                "decisions": js.version(),
+                "head_alive": js.head_alive(),
+                "workers_alive": len(js.alive_workers()),
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"{len(rows)} job(s)")
+    for col in ("job", "reports", "decisions", "head", "workers alive"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r["job"]),
+            str(r["reports"]),
+            str(r["decisions"]),
+            "alive" if r["head_alive"] else "-",
+            str(r["workers_alive"]),
+        )
+    console.print(table)
+    return 0

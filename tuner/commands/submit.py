@@ -1,0 +1,112 @@
+"""``tautune submit`` and ``tautune stop``: tuned jobs on a Ray cluster via the Jobs API."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from trials.keys import check_job_name
+from trials.store import Store
+from tuner.errors import ConfigError
+
+
+def _client(address: str) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ConfigError(
+            f"cannot reach the Ray Jobs API at {address} ({e}); pass the dashboard address, "
+            "e.g. --address http://HEAD:8265"
+        ) from None
+
+
+def submit(
+    address: str,
+    command: Sequence[str],
+    *,
+    redis_url: str,
+    spec: dict[str, Any] | None,
+    job: str | None = None,
+    working_dir: str | None = None,
+    follow: bool = False,
+    console: Console | None = None,
+) -> int:
+    """Submit ``command`` as a Ray job tuned by a head; prints the submission id."""
+    console = console or Console()
+    if not command:
+        raise ConfigError("nothing to run: put the command after --, e.g. -- python train.py")
+    job = check_job_name(job or f"job-{uuid.uuid4().hex[:8]}")
+    job_store = Store.connect(redis_url).job(job)  # fail here, not on the cluster
+    launch = ["python", "-m", "tuner.launch", "--job", job]
+    if spec is not None:
+        launch += ["--lr", json.dumps(spec)]
+    launch += ["--", *command]
+    runtime_env: dict[str, Any] = {
+        "env_vars": {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": redis_url},
+    }
+    if working_dir is not None:
+        runtime_env["working_dir"] = working_dir
+    client = _client(address)
+    submission_id = client.submit_job(
+        entrypoint=shlex.join(launch),
+        submission_id=f"tautune-{job}-{uuid.uuid4().hex[:6]}",
+        runtime_env=runtime_env,
+        metadata={"tautune_job": job},
+    )
+    job_store.set_meta(submission_id=submission_id, address=address, command=list(command))
+    console.print(f"submitted job [bold]{job}[/] as Ray submission {submission_id}")
+    print(submission_id, flush=True)
+    return follow_job(client, submission_id, job_store, console) if follow else 0
+
+
+def follow_job(client: Any, submission_id: str, job_store: Any, console: Console) -> int:
+    """Tail the job's logs with a status line (stage, LR, step) until it ends."""
+    printed = 0
+    last_line = ""
+    while True:
+        status = client.get_job_status(submission_id)
+        logs = client.get_job_logs(submission_id)
+        if len(logs) > printed:
+            console.out(logs[printed:], end="")
+            printed = len(logs)
+        stages = job_store.stage_decisions()
+        progress = job_store.progress()
+        step = max((s for _, s in progress.values()), default=-1)
+        current = next((d for d in reversed(stages) if d.from_step <= step), None)
+        line = f"[{status}] step {step}" + (
+            f", stage {current.stage} {current.kind.value}, lr {current.lr_at(step):.3g}"
+            if current is not None and current.lr is not None
+            else ", base schedule"
+        )
+        if line != last_line:
+            console.print(f"[dim]tautune: {line}[/]")
+            last_line = line
+        if status.is_terminal():
+            return 0 if str(status) == "SUCCEEDED" else 1
+        time.sleep(1.0)
+
+
+def stop(
+    job: str, redis_url: str, *, address: str | None = None, console: Console | None = None
+) -> int:
+    """Stop a submitted job (its head checkpoints and stops with it)."""
+    console = console or Console()
+    job_store = Store.connect(redis_url).job(job)
+    meta = job_store.meta()
+    submission_id = meta.get("submission_id")
+    if submission_id is None:
+        raise ConfigError(
+            f"job {job!r} was not submitted with `tautune submit`; use `tautune detach`"
+        )
+    client = _client(address or meta["address"])
+    stopped = client.stop_job(submission_id)
+    console.print(f"{'stopping' if stopped else 'already finished'}: {job} ({submission_id})")
+    return 0
