@@ -76,8 +76,9 @@ def _submit(args: argparse.Namespace) -> int:
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not args.address:
-        raise ConfigError("submit needs the Jobs API address: --address http://HEAD:8265 "
-                          "or $TAUTUNE_DASHBOARD")
+        raise ConfigError(
+            "submit needs the Jobs API address: --address http://HEAD:8265 or $TAUTUNE_DASHBOARD"
+        )
     return submit(
         args.address,
         command,

@@ -70,6 +70,7 @@ class HeadLoop:
         self._last_checkpoint = time.monotonic()
         self._next_beat = 0.0
         self._next_control = 0.0
+        self._next_stage = 0
         self.detached = False
         self._stop = threading.Event()
         self.error: str | None = None
@@ -82,6 +83,8 @@ class HeadLoop:
             self.controller.load_state_dict(state)
             self.restored = True
         self.version = self.store.version()
+        stages = self.store.stage_decisions()
+        self._next_stage = stages[-1].stage + 1 if stages else 0
         self._pending = []
         after = "0"
         while True:
@@ -112,7 +115,8 @@ class HeadLoop:
                 return
         self._take(self.store.read_reports(CONSUMER, block_ms=self.poll_ms))
         last_step = max((a_s[1] for a_s in self.store.progress().values()), default=-1)
-        decision = self.controller.propose(Plan(horizon=self.store.horizon(), last_step=last_step))
+        plan = Plan(horizon=self.store.horizon(), last_step=last_step, next_stage=self._next_stage)
+        decision = self.controller.propose(plan)
         if decision is not None:
             self._commit(decision)
         elif self._pending and now - self._last_checkpoint > self.checkpoint_every_s:
@@ -147,6 +151,7 @@ class HeadLoop:
         if decision is not None:
             self.version += 1
             self.committed += 1
+            self._next_stage = max(self._next_stage, decision.stage + 1)
             log.info("tautune head %s: decision v%d %s", self.store.job, self.version, decision)
         self._pending = []
         self._last_checkpoint = time.monotonic()

@@ -50,9 +50,20 @@ def attach(
     thread.start()
     console.print(f"attached to job [bold]{job}[/]; the head runs here (Ctrl-C to stop)")
     seen = 0
+    announced = False
     try:
         while thread.is_alive():
             thread.join(timeout=0.5)
+            if loop.restored and not announced:
+                summary = loop.controller.summary()
+                console.print(
+                    "resumed stored controller state: "
+                    + ", ".join(
+                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in summary.items()
+                    )
+                )
+                announced = True
             decisions = job_store.decisions() if loop.committed != seen else []
             for d in decisions[len(decisions) - (loop.committed - seen) :]:
                 lr = f"{d.lr:.3g}" if d.lr is not None else "base"

@@ -34,10 +34,13 @@ class Plan:
         horizon: Last step workers were already answered for; a new decision must start
             after it.
         last_step: Largest step in any report observed so far (-1 before any).
+        next_stage: Lowest stage index a new decision may use (decisions written by others,
+            such as the hold a detach leaves, take stage indices too).
     """
 
     horizon: int
     last_step: int
+    next_stage: int = 0
 
 
 class Controller(ABC):

@@ -171,7 +171,7 @@ class StagewiseLR(LRController):
         lo_lr, hi_lr = c.bounds
         lo, hi = math.log(lo_lr), math.log(hi_lr)
         anneal = c.anneal_start
-        index = last["stage"] + 1 if last is not None else 0
+        index = max(last["stage"] + 1 if last is not None else 0, plan.next_stage)
         if anneal is not None and start >= anneal and c.total_steps is not None:
             lr = self._center_lr()
             return Decision(
