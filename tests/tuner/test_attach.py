@@ -1,0 +1,123 @@
+"""Attach to a training process that is already running, detach, re-attach (CLI, real Redis)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trials.embedded import EmbeddedRedis
+from trials.store import JobStore, Store
+from tuner.records import DecisionKind
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _last_step(job: JobStore) -> int:
+    return max((s for _, s in job.progress().values()), default=-1)
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_attach_detach_reattach_on_a_running_job(redis_server: EmbeddedRedis, store: Store) -> None:
+    job_name = "running"
+    env = {**os.environ, "TAUTUNE_JOB": job_name, "TAUTUNE_REDIS_URL": redis_server.url}
+    steps, base_lr = 2400, 1e-3
+    train = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "train.py"),
+            "--steps",
+            str(steps),
+            "--sleep",
+            "0.01",
+            "--hidden",
+            "64",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait(lambda: job_name in store.jobs(), 60, "the training process to report")
+        job = store.job(job_name)
+        _wait(lambda: _last_step(job) >= 200, 60, "some stages on the base schedule")
+        lr = "init_lr=1e-3,tau=50,total_steps=2400"
+
+        first = _cli("attach", job_name, "--lr", lr, env=env)
+        attached_at = _last_step(job)
+        _wait(lambda: job.version() >= 4, 60, "four decisions from the first attach")
+        assert _cli("detach", job_name, env=env).wait(timeout=60) == 0
+        out1, _ = first.communicate(timeout=30)
+        assert first.returncode == 0 and "detached" in out1, out1
+        state1 = job.load_state("lr")
+        assert state1 is not None
+        hold = job.stage_decisions()[-1]
+        assert hold.kind is DecisionKind.HOLD and hold.until_step is None
+        detached_version = job.version()
+
+        _wait(lambda: _last_step(job) >= hold.from_step + 100, 60, "training under the hold")
+        second = _cli("attach", job_name, "--lr", lr, env=env)
+        _wait(lambda: job.version() >= detached_version + 3, 60, "decisions after re-attach")
+        assert _cli("detach", job_name, env=env).wait(timeout=60) == 0
+        out2, _ = second.communicate(timeout=30)
+        assert second.returncode == 0 and "resumed stored controller state" in out2, out2
+        assert train.wait(timeout=120) == 0
+    finally:
+        train.kill()
+
+    reports = {r.step: r.metrics for r in job.all_reports()}
+    assert len(reports) == steps
+    stages = job.stage_decisions()
+    first_decision = stages[0]
+    # Nothing attached: the base LR. The first decision starts after the attach, and from
+    # that boundary on every step ran exactly the LR of the decision covering it.
+    assert first_decision.from_step > attached_at
+    for step, metrics in reports.items():
+        covering = [d for d in stages if d.from_step <= step]
+        expected = covering[-1].lr_at(step) if covering else base_lr
+        assert math.isclose(metrics["lr"], expected, rel_tol=1e-9), (step, metrics, expected)
+    assert all(reports[s]["lr"] == base_lr for s in range(first_decision.from_step))
+    assert reports[first_decision.from_step]["lr"] != base_lr or first_decision.lr == base_lr
+    # Detach left the last LR in force: the hold continues the last stage's final LR.
+    before_hold = [d for d in stages if d.from_step < hold.from_step][-1]
+    assert before_hold.until_step == hold.from_step
+    assert hold.lr == before_hold.lr_at(hold.from_step - 1)
+    # Re-attach resumed the stored controller: same center, stage numbers continue, and the
+    # reports it had counted were not counted again.
+    after = [d for d in stages if d.from_step > hold.from_step]
+    assert after, "the re-attached head should have written decisions"
+    assert after[0].stage == hold.stage + 1
+    state2 = job.load_state("lr")
+    assert state2 is not None and state1["reports_seen"] < state2["reports_seen"] <= steps
+    # What the first attach learned is still there: its scored stages start the history.
+    window = state2["config"]["window"]
+    assert state1["history"], "the first attach should have scored stages"
+    if len(state2["history"]) < window:
+        assert state2["history"][: len(state1["history"])] == state1["history"]
+    assert [d.version for d in job.decisions()] == list(range(1, job.version() + 1))
