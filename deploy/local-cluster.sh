@@ -85,21 +85,23 @@ export RAY_AUTH_MODE=token
 ENV
     # Wait until both nodes are up and the Jobs API answers.
     "$py" - "$dir" "127.0.0.1:$gcs_port" "http://127.0.0.1:$dash_port" <<'PY'
-import sys, time, urllib.request
-deadline = time.time() + 120
+import sys, time
+deadline, err = time.time() + 120, None
 while True:
     try:
         import ray
         ray.init(address=sys.argv[2], logging_level="ERROR", log_to_driver=False)
         alive = sum(1 for n in ray.nodes() if n["Alive"])
         ray.shutdown()
-        urllib.request.urlopen(sys.argv[3] + "/api/version", timeout=5).read()
+        from ray.job_submission import JobSubmissionClient
+        JobSubmissionClient(sys.argv[3]).list_jobs()  # the Jobs API answers, with the token
         if alive >= 2:
             break
+        err = f"{alive} node(s) alive"
     except Exception as e:  # noqa: BLE001 - still starting
         err = e
     if time.time() > deadline:
-        sys.exit(f"cluster under {sys.argv[1]} not ready after 120 s")
+        sys.exit(f"cluster under {sys.argv[1]} not ready after 120 s: {err!r}")
     time.sleep(1)
 PY
     echo "cluster up: source $dir/env"

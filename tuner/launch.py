@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("no Redis URL: pass --redis or set TAUTUNE_REDIS_URL")
     env = {**os.environ, "TAUTUNE_JOB": args.job, "TAUTUNE_REDIS_URL": url}
     spec = json.loads(args.lr) if args.lr else None
+    cwd = os.getcwd()  # the job's working dir; ray.init() may change the process's
 
     import ray
 
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if spec is not None:
         start_head(args.job, url, spec)
         print(f"tautune: head for job {args.job} started", flush=True)
-    child = subprocess.Popen(command, env=env)
+    child = subprocess.Popen(command, env=env, cwd=cwd)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         child.send_signal(signum)

@@ -50,14 +50,14 @@ class MixtureIndex(NamedTuple):
     """One slot of a batch, as :class:`~workers.sampler.MixtureBatchSampler` yields it.
 
     Attributes:
-        index: Index into the underlying data (see :class:`~workers.sampler.MixtureDataset`).
+        idx: Index into the underlying data (see :class:`~workers.sampler.MixtureDataset`).
         arm: Arm id, the arm's position in the sampler's ``arm_names``.
         version: Mixture version the batch was drawn under.
         step: Optimizer step the batch is for.
         batch: The sampler's batch counter (``state_dict(after_batch=...)`` takes it).
     """
 
-    index: int
+    idx: int
     arm: int
     version: int
     step: int
@@ -161,13 +161,14 @@ def check_int(name: str, value: object, *, minimum: int) -> int:
 
 def check_arm_names(names: Iterable[object]) -> tuple[str, ...]:
     """The arm names in order; they must be distinct non-empty strings, at least one."""
-    out = tuple(names)
-    if not out:
-        raise ConfigError("a mixture needs at least one arm, got none")
-    for name in out:
+    out: list[str] = []
+    for name in names:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"arm names must be non-empty strings, got {name!r}")
-    return out
+        out.append(name)
+    if not out:
+        raise ConfigError("a mixture needs at least one arm, got none")
+    return tuple(out)
 
 
 def normalize_weights(
@@ -203,7 +204,7 @@ def normalize_weights(
     return tuple(w / total for w in out)
 
 
-def initial_weights(
+def resolve_initial_weights(
     spec: Mapping[str, float] | str, arms: Sequence[str], sizes: Sequence[int] | None
 ) -> tuple[float, ...]:
     """The weights in force before any decision: a mapping, ``"uniform"``, or ``"size"``
@@ -218,9 +219,7 @@ def initial_weights(
                     "or 'uniform'"
                 )
             return normalize_weights(dict(zip(arms, sizes, strict=True)), arms, what="arm sizes")
-        raise ConfigError(
-            f"initial_weights must be a mapping, 'uniform' or 'size', got {spec!r}"
-        )
+        raise ConfigError(f"initial_weights must be a mapping, 'uniform' or 'size', got {spec!r}")
     return normalize_weights(spec, arms, what="initial_weights")
 
 
@@ -228,12 +227,14 @@ def initial_weights(
 
 
 def cumulative(weights: Sequence[float]) -> npt.NDArray[np.float64]:
-    """The CDF the draws invert: ends at exactly 1, flat over zero-weight arms, so an arm
-    of weight 0 is never drawn, rounding included."""
+    """The CDF the draws invert (``searchsorted(cdf, u, side="right")`` for ``u`` in [0, 1)).
+
+    An arm of weight 0 owns an empty interval, so it is never drawn: its cumulative sum
+    equals its predecessor's, and trailing ones equal the total exactly (adding 0.0 is
+    exact), so the CDF is exactly 1 from the last positive arm on.
+    """
     cdf = np.cumsum(np.asarray(weights, dtype=np.float64))
     cdf /= cdf[-1]
-    last = int(np.flatnonzero(np.asarray(weights) > 0)[-1])
-    cdf[last:] = 1.0
     return cdf
 
 
@@ -242,7 +243,9 @@ def draw_arms(
 ) -> list[int]:
     """``n`` i.i.d. arm ids for batch ``batch`` under mixture ``version``; a pure function
     of its arguments (numpy's PCG64 keyed by ``(seed, version, batch)``)."""
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence((seed, _DRAW, version, batch))))
+    rng = np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence((seed, _DRAW, version, batch)))
+    )
     ids: list[int] = np.searchsorted(cdf, rng.random(n), side="right").tolist()
     return ids
 
@@ -292,7 +295,9 @@ class WeightTracker:
             raise ConfigError(
                 f"weights_for({asked}) must return (version, {{arm: weight}}) or None, got {got!r}"
             ) from None
-        version = check_int(f"the mixture version weights_for({asked}) returned", version, minimum=0)
+        version = check_int(
+            f"the mixture version weights_for({asked}) returned", version, minimum=0
+        )
         if version == self.version and weights is self._raw:
             return  # the same decision object as last batch: already validated
         normalized = normalize_weights(

@@ -75,7 +75,9 @@ def test_two_ranks_apply_the_same_lr_at_every_step(
     # The store saw the same thing: per step, both ranks reported the same LR and version.
     by_step: dict[int, set[tuple[float, float]]] = {}
     for rep in store.job("ddp-two-ranks").all_reports():
-        by_step.setdefault(rep.step, set()).add((rep.metrics["lr"], rep.metrics["decision_version"]))
+        by_step.setdefault(rep.step, set()).add(
+            (rep.metrics["lr"], rep.metrics["decision_version"])
+        )
     assert len(by_step) == steps and all(len(v) == 1 for v in by_step.values())
     assert result.head is not None and result.head["controller"]["reports_seen"] == 2 * steps
     assert [d.version for d in result.decisions] == list(range(1, len(result.decisions) + 1))

@@ -6,24 +6,17 @@ A mixture controller sums what the workers reported about each arm over a stage 
 per arm, higher meaning "draw more of this arm". An arm the stage has no data on for the
 reward's metric gets no reward (it is left out of the returned dict), never a made-up one.
 
-=========================== ============== ===================================================
-name                        metric         reward of arm ``a``
-=========================== ============== ===================================================
-``learning_progress``       ``arm_loss``   relative decrease of the arm's loss from the first
-                                           to the second half of the stage's window,
-                                           ``d_a = (early - late) / |early|``, normalised over
-                                           the arms of the stage: ``0.5 + 0.5 d_a / max |d|``,
-                                           in ``[0, 1]`` (0.5: no change, 1: the best progress)
-``loss``                    ``arm_loss``   the arm's mean loss (ODM, Albalak et al. 2023: a
-                                           domain with a high loss has much left to learn);
-                                           in loss units, not bounded
-``advantage``               ``arm_adv``    the arm's mean absolute advantage (SEC, Chen et al.
-                                           2025, for RL post-training); ``>= 0``, in ``[0, 1]``
-                                           for rewards in ``[0, 1]``
-``intermediate_difficulty`` ``arm_success`` ``4 s (1 - s)`` for success rate ``s``: 1 at
-                                           ``s = 0.5``, 0 for buckets always or never solved
-                                           (as in Prompt Curriculum Learning); in ``[0, 1]``
-=========================== ============== ===================================================
+- ``learning_progress`` (reads ``arm_loss``): relative decrease of the arm's loss from the
+  first to the second half of the stage's window, ``d_a = (early - late) / |early|``,
+  normalised over the arms of the stage to ``0.5 + 0.5 d_a / max_b |d_b|``, in ``[0, 1]``
+  (0.5: no change, 1: the most progress of any arm).
+- ``loss`` (reads ``arm_loss``): the arm's mean loss (ODM, Albalak et al. 2023: a domain
+  with a high loss has much left to learn); in loss units, not bounded.
+- ``advantage`` (reads ``arm_adv``): the arm's mean absolute advantage (SEC, Chen et al.
+  2025, for RL post-training); ``>= 0``, in ``[0, 1]`` for rewards in ``[0, 1]``.
+- ``intermediate_difficulty`` (reads ``arm_success``): ``4 s (1 - s)`` for success rate
+  ``s``: 1 at ``s = 0.5``, 0 for buckets always or never solved (as in Prompt Curriculum
+  Learning, which prefers prompts of intermediate difficulty); in ``[0, 1]``.
 
 The bandits' default hyperparameters assume rewards of order 1; a controller's
 ``reward_scale`` multiplies the rewards before they reach the algorithm.

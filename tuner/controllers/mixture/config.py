@@ -62,15 +62,15 @@ class MixtureConfig:
             dupes = sorted({a for a in arms if arms.count(a) > 1})
             raise ConfigError(f"arm names must be unique, got duplicates {dupes}")
         object.__setattr__(self, "arms", tuple(arms))
-        _integer("tau", self.tau, lo=4)
+        integer("tau", self.tau, lo=4)
         if self.lead is not None:
-            _integer("lead", self.lead, lo=1)
+            integer("lead", self.lead, lo=1)
             if self.lead >= self.tau // 2:
                 raise ConfigError(f"lead must be in [1, tau/2), got lead={self.lead} ({self.tau=})")
-        _integer("warmup_steps", self.warmup_steps, lo=0)
+        integer("warmup_steps", self.warmup_steps, lo=0)
         if self.total_steps is not None:
-            _integer("total_steps", self.total_steps, lo=self.warmup_steps + 1)
-        _integer("seed", self.seed, lo=0)
+            integer("total_steps", self.total_steps, lo=self.warmup_steps + 1)
+        integer("seed", self.seed, lo=0)
         get_reward(self.reward)
         number("reward_scale", self.reward_scale, lo=0.0, lo_open=True)
         self._check_pinned()
@@ -151,6 +151,6 @@ def number(
         raise ConfigError(f"{name} must be in {span}, got {name}={value!r}")
 
 
-def _integer(name: str, value: Any, *, lo: int) -> None:
+def integer(name: str, value: Any, *, lo: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ConfigError(f"{name} must be an int >= {lo}, got {name}={value!r}")

@@ -4,14 +4,12 @@ Workers report flat metrics (``Report.metrics`` maps a name to a float), so per-
 signals travel under ``<signal>/<arm>`` names, for the arms of the batch the report is
 about (an arm the batch did not draw is simply absent):
 
-================== =================================================================
-``arm_count/<a>``  examples of arm ``a`` in the batch (weights the means below; a
-                   report without it counts once)
-``arm_loss/<a>``   mean training loss of those examples
-``arm_adv/<a>``    mean |advantage| of those examples (RL post-training)
-``arm_success/<a>`` their success rate, in ``[0, 1]`` (difficulty buckets)
-``mixture_version`` version of the mixture decision the batch was drawn under
-================== =================================================================
+- ``arm_count/<a>``: examples of arm ``a`` in the batch (weights the means below; a
+  report without it counts once);
+- ``arm_loss/<a>``: mean training loss of those examples;
+- ``arm_adv/<a>``: their mean |advantage| (RL post-training);
+- ``arm_success/<a>``: their success rate, in ``[0, 1]`` (difficulty buckets);
+- ``mixture_version``: version of the mixture decision the batch was drawn under.
 
 Arm names may contain ``/`` (the name is split at the first one); names of arms the
 controller does not know are ignored. Signals are attributed to the stage whose decision

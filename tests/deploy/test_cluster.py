@@ -1,0 +1,102 @@
+"""A tuned job submitted through Ray's Jobs API to a real two-node Ray cluster.
+
+The cluster (a head node and a worker node, one CPU each, plus a Redis with a password)
+is started by ``deploy/local-cluster.sh`` and torn down after the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "deploy" / "local-cluster.sh"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, str]]:
+    directory = tempfile.mkdtemp(prefix="ttc-", dir="/tmp")
+    env = {**os.environ, "PYTHON": sys.executable}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    try:
+        up = subprocess.run(
+            ["bash", str(SCRIPT), "up", directory],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        values = {}
+        for line in Path(directory, "env").read_text().splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            values[name] = shlex.split(value)[0]
+        yield {**env, **values}
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down", directory], env=env, timeout=120)
+
+
+def _tautune(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tuner.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_submitted_job_with_two_workers_is_tuned(cluster: dict[str, str]) -> None:
+    env = cluster
+    steps = 240
+    submitted = _tautune(
+        "submit",
+        "--address",
+        env["TAUTUNE_DASHBOARD"],
+        "--redis",
+        env["TAUTUNE_REDIS_URL"],
+        "--job",
+        "submitted",
+        "--working-dir",
+        str(ROOT / "examples"),
+        "--follow",
+        "--lr",
+        f"init_lr=1e-3,tau=40,total_steps={steps}",
+        "--",
+        "python",
+        "tune_ddp.py",
+        "--workers",
+        "2",
+        "--steps",
+        str(steps),
+        env=env,
+        timeout=480,
+    )
+    output = submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0, output[-4000:]
+    assert "tautune-submitted-" in submitted.stdout  # the submission id is printed
+    assert "2 decisions" not in output and "decisions, validation loss" in output
+
+    shown = _tautune("status", "submitted", "--redis", env["TAUTUNE_REDIS_URL"], "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert len(status["decisions"]) >= 4
+    assert status["reports"] == 2 * steps and set(status["last_reports"]) == {"0", "1"}
+    assert status["controller"]["reports_seen"] == 2 * steps
+    table = _tautune("status", "submitted", "--redis", env["TAUTUNE_REDIS_URL"], env=env)
+    assert table.returncode == 0 and "Decisions" in table.stdout and "explore" in table.stdout
+
+    listed = _tautune("jobs", "--redis", env["TAUTUNE_REDIS_URL"], "--json", env=env)
+    assert [j["job"] for j in json.loads(listed.stdout)] == ["submitted"]
