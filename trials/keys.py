@@ -36,20 +36,41 @@ def check_job_name(job: str) -> str:
 
 @dataclass(frozen=True)
 class JobKeys:
-    """The keys of one job."""
+    """The keys of one job, or of one trial of a population job.
+
+    A trial's reports, decisions, progress and leases live under
+    ``tt:{<job>}:v1:trial:<i>:...``: the same hash tag as the job, so one Lua script may
+    write a trial's decision together with the population's shared controller state. The
+    schema, metadata, controller states, control requests and the head's lease are the
+    job's, shared by its trials.
+    """
 
     job: str
+    trial: int | None = None
 
     def __post_init__(self) -> None:
         check_job_name(self.job)
+        if self.trial is not None and (isinstance(self.trial, bool) or self.trial < 0):
+            raise ConfigError(f"trial must be an int >= 0, got {self.trial!r}")
 
     @property
     def tag(self) -> str:
         return f"{PREFIX}:{{{self.job}}}"
 
     @property
-    def base(self) -> str:
+    def job_base(self) -> str:
+        """Prefix of the keys shared by all trials of the job."""
         return f"{self.tag}:v{SCHEMA_VERSION}"
+
+    @property
+    def base(self) -> str:
+        """Prefix of this trial's keys (the job's own when it has no trials)."""
+        if self.trial is None:
+            return self.job_base
+        return f"{self.job_base}:trial:{self.trial}"
+
+    def for_trial(self, trial: int | None) -> JobKeys:
+        return JobKeys(self.job, trial)
 
     @property
     def schema(self) -> str:
@@ -59,7 +80,7 @@ class JobKeys:
     @property
     def meta(self) -> str:
         """Hash: job metadata (created, config, status)."""
-        return f"{self.base}:meta"
+        return f"{self.job_base}:meta"
 
     @property
     def reports(self) -> str:
@@ -104,7 +125,7 @@ class JobKeys:
     def ctl(self, name: str) -> str:
         """String: JSON state of controller ``name``."""
         check_job_name(name)
-        return f"{self.base}:ctl:{name}"
+        return f"{self.job_base}:ctl:{name}"
 
     @property
     def workers(self) -> str:
@@ -118,12 +139,12 @@ class JobKeys:
     @property
     def control(self) -> str:
         """Hash: requests to the head (``detach``: a timestamp) from ``tautune detach``."""
-        return f"{self.base}:control"
+        return f"{self.job_base}:control"
 
     @property
     def head_lease(self) -> str:
         """String with TTL: the heartbeat of the job's head."""
-        return f"{self.base}:lease:head"
+        return f"{self.job_base}:lease:head"
 
 
 def job_from_schema_key(key: str) -> str | None:

@@ -158,10 +158,10 @@ class Store:
                 f"${URL_ENV} points at it."
             ) from e
 
-    def job(self, job: str) -> JobStore:
-        """One job's view; raises :class:`SchemaVersionError` if it was written by another
-        schema version."""
-        return JobStore(self, job)
+    def job(self, job: str, trial: int | None = None) -> JobStore:
+        """One job's view (or one trial's, in a population job); raises
+        :class:`SchemaVersionError` if it was written by another schema version."""
+        return JobStore(self, job, trial)
 
     def jobs(self) -> list[str]:
         """Names of the jobs this Redis holds, sorted."""
@@ -190,9 +190,9 @@ class Store:
 class JobStore:
     """One job's reports, decisions, controller states and leases."""
 
-    def __init__(self, store: Store, job: str) -> None:
+    def __init__(self, store: Store, job: str, trial: int | None = None) -> None:
         self.store = store
-        self.keys = K.JobKeys(job)
+        self.keys = K.JobKeys(job, trial)
         self._append = store.client.register_script(_script("append_reports.lua"))
         self._commit = store.client.register_script(_script("commit.lua"))
         self._claim = store.client.register_script(_script("claim.lua"))
@@ -202,8 +202,16 @@ class JobStore:
     def job(self) -> str:
         return self.keys.job
 
+    @property
+    def trial(self) -> int | None:
+        return self.keys.trial
+
+    def for_trial(self, trial: int | None) -> JobStore:
+        """The same job's view of ``trial`` (``None``: the job itself)."""
+        return JobStore(self.store, self.job, trial)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (JobStore, (self.store, self.job))
+        return (JobStore, (self.store, self.job, self.trial))
 
     def check_schema(self) -> None:
         """Raise :class:`SchemaVersionError` if this job was written under another version."""
@@ -367,9 +375,14 @@ class JobStore:
         decision: Decision | None = None,
         states: Mapping[str, Mapping[str, Any]] | None = None,
         ack_ids: Iterable[str] = (),
+        other_acks: Mapping[int | None, Iterable[str]] | None = None,
     ) -> Decision | None:
         """Atomically write ``decision`` (version ``expected_version + 1``), the controller
         ``states`` and the acknowledgement of ``ack_ids``.
+
+        Args:
+            other_acks: Trial -> report ids to acknowledge in that trial's stream too (a
+                population head's state covers every trial's reports).
 
         Returns:
             The decision as stored (with its version), or ``None`` when none was given.
@@ -380,9 +393,12 @@ class JobStore:
         """
         k = self.keys
         states = dict(states or {})
-        ids = list(ack_ids)
+        acks: dict[str, list[str]] = {k.reports: list(ack_ids)}
+        for trial, ids in (other_acks or {}).items():
+            acks.setdefault(k.for_trial(trial).reports, []).extend(ids)
         stored = decision.with_version(expected_version + 1) if decision is not None else None
-        script_keys = [k.schema, k.version, k.stages, k.latest, k.horizon, k.decisions, k.reports]
+        script_keys = [k.schema, k.version, k.stages, k.latest, k.horizon, k.decisions]
+        script_keys += list(acks)
         script_keys += [k.ctl(name) for name in states]
         args: list[Any] = [
             K.SCHEMA_VERSION,
@@ -390,10 +406,11 @@ class JobStore:
             K.HEAD_GROUP,
             decision_to_json(stored) if stored is not None else "",
             stored.from_step if stored is not None else -1,
-            len(ids),
-            *ids,
-            *(state_to_json(s) for s in states.values()),
+            len(acks),
         ]
+        for ids in acks.values():
+            args += [len(ids), *ids]
+        args += [state_to_json(s) for s in states.values()]
         try:
             self.store.call(lambda c: self._commit(keys=script_keys, args=args, client=c))
         except redis.ResponseError as e:

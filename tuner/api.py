@@ -82,7 +82,26 @@ class Result:
     head: dict[str, Any] | None
     redis_url: str
     wall_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    trials: list[TrialResult] = field(default_factory=list)
+    """Population mode: one entry per trial (``returns``/``metrics``/``decisions`` above
+    are then the best trial's)."""
+    best_trial: int | None = None
+
+
+@dataclass
+class TrialResult:
+    """One trial of a population job."""
+
+    trial: int
+    returns: list[Any]
+    metrics: dict[int, dict[str, float]]
+    decisions: list[Decision]
+
+    @property
+    def final_loss(self) -> float:
+        """Mean of the ranks' last reported ``loss`` (inf if none was reported)."""
+        losses = [m["loss"] for m in self.metrics.values() if "loss" in m]
+        return sum(losses) / len(losses) if losses else float("inf")
 
 
 def tune(
@@ -97,6 +116,7 @@ def tune(
     redis_url: str | None = None,
     ray_address: str | None = None,
     backend: str | None = None,
+    population: int | None = None,
 ) -> Result:
     """Run ``train_fn(config)`` on ``num_workers`` data-parallel Ray workers, tuned by a head.
 
@@ -110,6 +130,9 @@ def tune(
         job: Job name (default ``$TAUTUNE_JOB``, else a fresh ``tune-<id>``).
         redis_url: Redis (default ``$TAUTUNE_REDIS_URL``, else an embedded server).
         ray_address: Ray cluster (default: the connected one, else a new local Ray).
+        population: Run P trials of the job (each with ``num_workers`` ranks) sharing one
+            head, which explores P learning rates around its center in parallel; the result
+            is the best trial's, with every trial in ``Result.trials``. Needs ``lr``.
 
     Ctrl-C stops the workers and the head and re-raises ``KeyboardInterrupt``.
     """
@@ -124,19 +147,32 @@ def tune(
     if mixture is not None:
         raise ConfigError("mixture tuning is not available yet; pass mixture=None")
     spec = lr.to_spec() if isinstance(lr, LRSpec) else (dict(lr) if lr is not None else None)
-    if spec is not None:
+    if population is not None:
+        from tuner.specs import build_population_controller
+
+        if spec is None:
+            raise ConfigError("population mode tunes the LR: pass lr=LRSpec(...)")
+        build_population_controller(spec, population)
+    elif spec is not None:
         build_controller(spec)
     job = check_job_name(job or os.environ.get("TAUTUNE_JOB") or f"tune-{uuid.uuid4().hex[:8]}")
+    trial_ids: list[int | None] = list(range(population)) if population else [None]
     start = time.perf_counter()
     with local_runtime(redis_url, ray_address) as rt:
-        env = {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": rt.redis_url}
         head = None
-        group: WorkerGroup | None = None
+        groups: list[WorkerGroup] = []
         try:
             if spec is not None:
-                start_head(job, rt.redis_url, spec)
-            group = WorkerGroup(num_workers, resources_per_worker, env, backend=backend)
-            returns = group.run(train_fn, dict(config or {}))
+                start_head(job, rt.redis_url, spec, trials=population)
+            refs = []
+            for trial in trial_ids:
+                env = {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": rt.redis_url}
+                if trial is not None:
+                    env["TAUTUNE_TRIAL"] = str(trial)
+                group = WorkerGroup(num_workers, resources_per_worker, env, backend=backend)
+                groups.append(group)
+                refs.append(group.submit(train_fn, dict(config or {})))
+            returns = [list(ray.get(r)) for r in refs]
             if spec is not None:
                 head = stop_head(job)
         except BaseException:
@@ -144,20 +180,24 @@ def tune(
                 stop_head(job)
             raise
         finally:
-            if group is not None:
+            for group in groups:
                 group.shutdown()
-        store = rt.store.job(job)
-        last: dict[int, dict[str, float]] = {}
-        for report in store.all_reports():
-            last[report.rank] = dict(report.metrics)
-        decisions = store.decisions()
-        del ray  # connected for the duration of local_runtime only
+        results = []
+        for trial, trial_returns in zip(trial_ids, returns, strict=True):
+            store = rt.store.job(job, trial)
+            last: dict[int, dict[str, float]] = {}
+            for report in store.all_reports():
+                last[report.rank] = dict(report.metrics)
+            results.append(TrialResult(trial or 0, trial_returns, last, store.decisions()))
+    best = min(results, key=lambda r: r.final_loss)
     return Result(
         job=job,
-        returns=returns,
-        metrics=last,
-        decisions=decisions,
+        returns=best.returns,
+        metrics=best.metrics,
+        decisions=best.decisions,
         head=head,
         redis_url=rt.redis_url,
         wall_s=time.perf_counter() - start,
+        trials=results if population else [],
+        best_trial=best.trial if population else None,
     )

@@ -240,14 +240,26 @@ class JobHead:
     the loop resyncs from the store.
     """
 
-    def __init__(self, job: str, redis_url: str, controller: Mapping[str, Any]) -> None:
+    def __init__(
+        self, job: str, redis_url: str, controller: Mapping[str, Any], trials: int | None = None
+    ) -> None:
         logging.basicConfig(level=logging.INFO)
-        self.loop = HeadLoop(Store.connect(redis_url).job(job), build_controller(controller))
+        store = Store.connect(redis_url).job(job)
+        self.loop: Any
+        if trials is None:
+            self.loop = HeadLoop(store, build_controller(controller))
+        else:
+            from tuner.population_head import PopulationLoop
+            from tuner.specs import build_population_controller
+
+            self.loop = PopulationLoop(
+                store, build_population_controller(controller, trials), trials
+            )
         self.thread = threading.Thread(target=self.loop.run, name="tautune-head", daemon=True)
         self.thread.start()
 
     def status(self) -> dict[str, Any]:
-        out = self.loop.status()
+        out: dict[str, Any] = self.loop.status()
         out["pid"] = os.getpid()
         out["alive"] = self.thread.is_alive()
         return out
@@ -267,6 +279,7 @@ def start_head(
     *,
     max_restarts: int = -1,
     detached: bool = True,
+    trials: int | None = None,
 ) -> Any:
     """Start (or find) the job's head actor in the connected Ray; returns its handle.
 
@@ -274,10 +287,16 @@ def start_head(
         controller: A controller spec (see :mod:`tuner.specs`); checked here, before Ray.
         max_restarts: How often Ray restarts a dead head (-1: always).
         detached: Outlive the driver that started it, until :func:`stop_head`.
+        trials: The number of trials of a population job (``None``: not a population).
     """
     import ray
 
-    build_controller(controller)  # fail fast, in the caller, on a bad spec
+    if trials is None:  # fail fast, in the caller, on a bad spec
+        build_controller(controller)
+    else:
+        from tuner.specs import build_population_controller
+
+        build_population_controller(controller, trials)
     actor = ray.remote(JobHead).options(  # type: ignore[attr-defined]
         name=head_name(job),
         namespace=NAMESPACE,
@@ -287,7 +306,7 @@ def start_head(
         get_if_exists=True,
         num_cpus=0,
     )
-    return actor.remote(job, redis_url, dict(controller))
+    return actor.remote(job, redis_url, dict(controller), trials)
 
 
 def find_head(job: str) -> Any | None:

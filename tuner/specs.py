@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from tuner.controllers.base import Controller
+from tuner.controllers.base import Controller, PopulationController
 from tuner.controllers.stagewise import StagewiseConfig, StagewiseLR
 from tuner.errors import ConfigError
 
@@ -32,6 +32,23 @@ def build_controller(spec: Mapping[str, Any]) -> Controller:
             raise ConfigError("LR method 'stagewise' needs init_lr (the LR the search starts at)")
         return StagewiseLR(StagewiseConfig(**settings))
     raise ConfigError(f"unknown LR method {method!r}; choose one of {list(LR_METHODS)}")
+
+
+def build_population_controller(spec: Mapping[str, Any], trials: int) -> PopulationController:
+    """The population controller for ``trials`` trials, from an LR spec (``init_lr``,
+    ``tau``, ``total_steps``, bounds...; ``method`` is ignored: populations search with
+    :class:`~tuner.controllers.population.PopulationLR`)."""
+    from tuner.controllers.population import PopulationConfig, PopulationLR
+
+    settings = {k: v for k, v in spec.items() if k != "method"}
+    settings["trials"] = trials
+    known = {f.name for f in dataclasses.fields(PopulationConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown} for a population; known: {sorted(known)}")
+    if "init_lr" not in settings:
+        raise ConfigError("a population needs init_lr (the LR the search starts at)")
+    return PopulationLR(PopulationConfig(**settings))
 
 
 def _number(text: str) -> int | float | str:

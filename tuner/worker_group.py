@@ -92,11 +92,17 @@ class WorkerGroup:
             [w.setup.remote(e, backend) for w, e in zip(self.workers, envs, strict=True)]
         )[0]
 
+    def submit(
+        self, train_fn: Callable[[dict[str, Any]], Any], config: dict[str, Any]
+    ) -> list[Any]:
+        """Start ``train_fn(config)`` on every rank; Ray object refs in rank order."""
+        return [w.run.remote(train_fn, config) for w in self.workers]
+
     def run(self, train_fn: Callable[[dict[str, Any]], Any], config: dict[str, Any]) -> list[Any]:
         """``train_fn(config)`` on every rank; the return values in rank order."""
         import ray
 
-        return list(ray.get([w.run.remote(train_fn, config) for w in self.workers]))
+        return list(ray.get(self.submit(train_fn, config)))
 
     def shutdown(self) -> None:
         import ray

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 JOB_ENV = "TAUTUNE_JOB"
 RANK_ENV = "RANK"
+TRIAL_ENV = "TAUTUNE_TRIAL"
 
 
 class Agent:
@@ -104,10 +105,12 @@ class Agent:
         job: str | None = None,
         redis_url: str | None = None,
         rank: int | None = None,
+        trial: int | None = None,
         **kwargs: Any,
     ) -> Agent:
         """Connect to ``job`` (default ``$TAUTUNE_JOB``) in the Redis at ``redis_url``
-        (default ``$TAUTUNE_REDIS_URL``) as ``rank`` (default ``$RANK``, else 0).
+        (default ``$TAUTUNE_REDIS_URL``) as ``rank`` (default ``$RANK``, else 0) of
+        ``trial`` (default ``$TAUTUNE_TRIAL``; set for the trials of a population job).
 
         A rank that stored reports before (a restarted process) reports under the next
         attempt, so it may go back to the step of its last checkpoint.
@@ -129,7 +132,13 @@ class Agent:
                 raise ConfigError(f"${RANK_ENV} must be an integer, got {raw!r}") from None
         if rank < 0:
             raise ConfigError(f"rank must be >= 0, got {rank=}")
-        job_store = Store.connect(url).job(job)
+        if trial is None and os.environ.get(TRIAL_ENV):
+            raw = os.environ[TRIAL_ENV]
+            try:
+                trial = int(raw)
+            except ValueError:
+                raise ConfigError(f"${TRIAL_ENV} must be an integer, got {raw!r}") from None
+        job_store = Store.connect(url).job(job, trial)
         previous = job_store.progress().get(rank)
         attempt = previous[0] + 1 if previous is not None else 0
         return cls(job_store, rank, attempt=attempt, **kwargs)

@@ -99,3 +99,34 @@ def test_bad_arguments_fail_before_anything_starts() -> None:
         tune(train_fn, lr=LRSpec(init_lr=-1.0))
     with pytest.raises(ConfigError, match="job name"):
         tune(train_fn, job="bad name!")
+
+
+def test_population_trials_share_one_head_and_explore_in_parallel(
+    ray_local: None, redis_server: EmbeddedRedis, store: Store
+) -> None:
+    steps = 200
+    result = tune(
+        train_fn,
+        {"steps": steps, "lr": 0.02},
+        num_workers=1,
+        population=2,
+        lr=LRSpec(init_lr=0.02, tau=20, total_steps=steps),
+        job="population",
+        redis_url=redis_server.url,
+    )
+    assert [t.trial for t in result.trials] == [0, 1]
+    assert result.best_trial in (0, 1)
+    low, high = (t.returns[0]["lrs"] for t in result.trials)
+    # While searching, trial 0 always trained below trial 1: one candidate LR each.
+    search = [d for d in result.trials[0].decisions if d.info.get("phase") == "search"]
+    assert search and all(
+        low[s] < high[s] for d in search for s in range(d.from_step, d.until_step)
+    )
+    # One head saw every report of both trials exactly once.
+    assert result.head is not None and result.head["trials"] == 2
+    assert result.head["controller"]["reports_seen"] == 2 * steps
+    for trial in (0, 1):
+        job = store.job("population", trial)
+        assert job.report_count() == steps
+        assert [d.version for d in job.decisions()] == list(range(1, job.version() + 1))
+    assert store.job("population").load_state("lr")["trial_state"][1]["reports"] == steps  # type: ignore[index]

@@ -1,7 +1,8 @@
 -- Write a decision (optional), controller states and report acknowledgements atomically.
--- KEYS: schema, version, stages, latest, horizon, decisions, reports, ctl keys...
+-- KEYS: schema, version, stages, latest, horizon, decisions, then n_streams report streams
+--       to acknowledge in, then one ctl key per state
 -- ARGV: schema_version, expected_version, group, decision_json ('' for none), from_step,
---       n_acks, ack ids..., then one state json per ctl key
+--       n_streams, then per stream: n_ids, ids..., then one state json per ctl key
 -- Returns the decision version written (or the current version when no decision).
 -- Errors (nothing written):
 --   TT_SCHEMA <found>
@@ -32,14 +33,19 @@ if has_decision then
   redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), ARGV[5])
   redis.call('XADD', KEYS[6], '*', 'd', ARGV[4])
 end
-local n_acks = tonumber(ARGV[6])
-if n_acks > 0 then
-  local ids = {}
-  for i = 1, n_acks do ids[i] = ARGV[6 + i] end
-  redis.call('XACK', KEYS[7], ARGV[3], unpack(ids))
+local n_streams = tonumber(ARGV[6])
+local a = 7
+for s = 1, n_streams do
+  local n_ids = tonumber(ARGV[a])
+  if n_ids > 0 then
+    local ids = {}
+    for i = 1, n_ids do ids[i] = ARGV[a + i] end
+    redis.call('XACK', KEYS[6 + s], ARGV[3], unpack(ids))
+  end
+  a = a + 1 + n_ids
 end
-local first_state = 7 + n_acks
-for k = 8, #KEYS do
-  redis.call('SET', KEYS[k], ARGV[first_state + (k - 8)])
+local first_ctl = 7 + n_streams
+for k = first_ctl, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[a + (k - first_ctl)])
 end
 return version

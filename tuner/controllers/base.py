@@ -89,3 +89,41 @@ class MixtureController(Controller):
     """Decides the data mixture (``Decision.mixture``) stage by stage."""
 
     name = "mixture"
+
+
+class PopulationController(ABC):
+    """Decides for the P trials of a population job, sharing what it learns across them.
+
+    The same contract as :class:`Controller`, with the trial (``0 <= trial < P``) named in
+    each call: reports of each trial are passed exactly once, ``propose`` must not mutate,
+    and ``state_dict()`` (JSON data) holds everything learned from every trial.
+    """
+
+    name: str = "lr"
+
+    @abstractmethod
+    def observe(self, trial: int, reports: Sequence[Report]) -> None:
+        """Take in new reports of ``trial`` (in stream order)."""
+
+    @abstractmethod
+    def propose(self, trial: int, plan: Plan) -> Decision | None:
+        """The next decision for ``trial``, or ``None`` if none is due. Must not mutate."""
+
+    @abstractmethod
+    def accept(self, trial: int, decision: Decision) -> None:
+        """Record that ``decision`` was stored for ``trial``."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything learned so far, as JSON data."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output."""
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def done(self) -> bool:
+        return False

@@ -1,0 +1,170 @@
+"""The head of a population job: one controller deciding for P trials.
+
+Each trial has its own reports and decisions (``tt:{job}:v1:trial:<i>:...``); the
+controller's state is the job's. Every commit writes one trial's decision together with
+the shared state and the acknowledgement of every report, of every trial, that the state
+includes, in one Lua script (all of a job's keys share one hash tag), so the exactly-once
+argument of :class:`tuner.head.HeadLoop` holds for the whole population.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from trials.store import JobStore
+from tuner.controllers.base import Plan, PopulationController
+from tuner.errors import DecisionConflictError, StoreError, StoreUnavailableError
+from tuner.head import CONSUMER
+from tuner.records import Decision
+
+log = logging.getLogger(__name__)
+
+
+class PopulationLoop:
+    """Drives a :class:`PopulationController` over the trials of ``store.job``."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        controller: PopulationController,
+        trials: int,
+        *,
+        checkpoint_every_s: float = 2.0,
+        lease_ttl_s: float = 5.0,
+        poll_s: float = 0.05,
+    ) -> None:
+        self.store = store
+        self.controller = controller
+        self.trials = [store.for_trial(i) for i in range(trials)]
+        self.checkpoint_every_s = checkpoint_every_s
+        self.lease_ttl_s = lease_ttl_s
+        self.poll_s = poll_s
+        self.versions = [0] * trials
+        self.next_stage = [0] * trials
+        self.pending: list[list[str]] = [[] for _ in range(trials)]
+        self.committed = 0
+        self.malformed = 0
+        self.restored = False
+        self.error: str | None = None
+        self._last_checkpoint = time.monotonic()
+        self._next_beat = 0.0
+        self._stop = threading.Event()
+
+    def resync(self) -> None:
+        state = self.store.load_state(self.controller.name)
+        if state is not None:
+            self.controller.load_state_dict(state)
+            self.restored = True
+        for i, trial in enumerate(self.trials):
+            trial.ensure_group()
+            self.versions[i] = trial.version()
+            stages = trial.stage_decisions()
+            self.next_stage[i] = stages[-1].stage + 1 if stages else 0
+            self.pending[i] = []
+            after = "0"
+            while (batch := trial.read_reports(CONSUMER, pending=True, after=after)).last_id:
+                self._take(i, batch)
+                after = batch.last_id
+
+    def _take(self, i: int, batch: Any) -> None:
+        for entry_id, reason in batch.malformed:
+            self.malformed += 1
+            log.warning(
+                "tautune head %s trial %d: skipping %s: %s", self.store.job, i, entry_id, reason
+            )
+        self.controller.observe(i, [r for _, r in batch.reports])
+        self.pending[i].extend(batch.ids)
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_beat:
+            info = {"host": socket.gethostname(), "pid": os.getpid(), "ts": time.time()}
+            self.store.heartbeat(None, ttl_s=self.lease_ttl_s, info=info)
+            self._next_beat = now + self.lease_ttl_s / 4
+            if self.store.detach_requested():
+                self.store.clear_detach()
+                self.stop()
+        got = 0
+        for i, trial in enumerate(self.trials):
+            batch = trial.read_reports(CONSUMER)
+            got += len(batch.ids)
+            self._take(i, batch)
+        for i, trial in enumerate(self.trials):
+            last_step = max((s for _, s in trial.progress().values()), default=-1)
+            plan = Plan(horizon=trial.horizon(), last_step=last_step, next_stage=self.next_stage[i])
+            decision = self.controller.propose(i, plan)
+            if decision is not None:
+                self._commit(i, decision)
+        if any(self.pending) and time.monotonic() - self._last_checkpoint > self.checkpoint_every_s:
+            self._commit(0, None)
+        if not got:
+            self._stop.wait(self.poll_s)
+
+    def _commit(self, i: int, decision: Decision | None) -> bool:
+        before = self.controller.state_dict()
+        if decision is not None:
+            decision = decision.with_version(self.versions[i] + 1)
+            self.controller.accept(i, decision)
+        try:
+            self.trials[i].commit(
+                expected_version=self.versions[i],
+                decision=decision,
+                states={self.controller.name: self.controller.state_dict()},
+                ack_ids=self.pending[i],
+                other_acks={j: ids for j, ids in enumerate(self.pending) if j != i and ids},
+            )
+        except DecisionConflictError as e:
+            self.controller.load_state_dict(before)
+            if "another writer" in str(e):
+                self.resync()
+            return False
+        except BaseException:
+            self.controller.load_state_dict(before)
+            raise
+        if decision is not None:
+            self.versions[i] += 1
+            self.committed += 1
+            self.next_stage[i] = max(self.next_stage[i], decision.stage + 1)
+        self.pending = [[] for _ in self.trials]
+        self._last_checkpoint = time.monotonic()
+        return True
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.resync()
+                while not self._stop.is_set():
+                    self.step()
+                if any(self.pending):
+                    self._commit(0, None)
+                self.store.release(None)
+                return
+            except StoreUnavailableError as e:
+                self.error = str(e)
+                self._stop.wait(1.0)
+            except StoreError as e:
+                self.error = str(e)
+                log.error("tautune head %s stopped: %s", self.store.job, e)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "job": self.store.job,
+            "trials": len(self.trials),
+            "versions": list(self.versions),
+            "decisions_committed": self.committed,
+            "malformed_skipped": self.malformed,
+            "restored": self.restored,
+            "pending_reports": sum(len(p) for p in self.pending),
+            "controller": self.controller.summary(),
+            "done": self.controller.done,
+            "error": self.error,
+        }
