@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tuner.controllers.base import Controller, PopulationController
+from tuner.controllers.mixture import ALGORITHMS as MIXTURE_METHODS
+from tuner.controllers.mixture import build_mixture
 from tuner.controllers.stagewise import StagewiseConfig, StagewiseLR
 from tuner.errors import ConfigError
 
@@ -18,9 +20,29 @@ LR_METHODS = ("stagewise",)
 
 
 def build_controller(spec: Mapping[str, Any]) -> Controller:
-    """The controller a spec names, or :class:`ConfigError` saying what is wrong."""
+    """The controller a spec names, or :class:`ConfigError` saying what is wrong.
+
+    ``{"method": "composite", "lr": {...}, "mixture": {...}}`` tunes both in one job.
+    """
     settings = dict(spec)
     method = settings.pop("method", "stagewise")
+    if method == "composite":
+        from tuner.controllers.base import LRController, MixtureController
+        from tuner.controllers.composite import Composite
+
+        unknown = sorted(set(settings) - {"lr", "mixture"})
+        if unknown or "lr" not in settings or "mixture" not in settings:
+            raise ConfigError(
+                f"a composite spec needs exactly 'lr' and 'mixture', got {sorted(spec)}"
+            )
+        lr, mix = build_controller(settings["lr"]), build_controller(settings["mixture"])
+        if not isinstance(lr, LRController) or not isinstance(mix, MixtureController):
+            raise ConfigError(
+                "a composite needs an LR method under 'lr' and a mixture under 'mixture'"
+            )
+        return Composite(lr, mix)
+    if method in MIXTURE_METHODS:
+        return build_mixture({"method": method, **settings})
     if method == "stagewise":
         known = {f.name for f in dataclasses.fields(StagewiseConfig)}
         unknown = sorted(set(settings) - known)
@@ -31,7 +53,10 @@ def build_controller(spec: Mapping[str, Any]) -> Controller:
         if "init_lr" not in settings:
             raise ConfigError("LR method 'stagewise' needs init_lr (the LR the search starts at)")
         return StagewiseLR(StagewiseConfig(**settings))
-    raise ConfigError(f"unknown LR method {method!r}; choose one of {list(LR_METHODS)}")
+    raise ConfigError(
+        f"unknown method {method!r}; LR methods: {list(LR_METHODS)}, mixture methods: "
+        f"{list(MIXTURE_METHODS)}, or 'composite'"
+    )
 
 
 def build_population_controller(spec: Mapping[str, Any], trials: int) -> PopulationController:

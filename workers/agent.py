@@ -24,6 +24,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trials.store import JobStore, Store, resolve_url
@@ -34,6 +35,7 @@ from workers.reporter import Reporter
 if TYPE_CHECKING:
     import torch
 
+    from workers.sampler import ArmData, MixtureBatchSampler
     from workers.scheduler import TautuneLR
     from workers.schedules import BaseSchedule
 
@@ -98,6 +100,7 @@ class Agent:
         # the scheduler by (torch's loop steps the scheduler before the step is reported).
         self._applied_at: dict[int, dict[str, float]] = {}
         self._closed = False
+        self._peek: tuple[int, int, Decision | None] = (0, -1, None)
 
     @classmethod
     def attach(
@@ -177,13 +180,22 @@ class Agent:
 
     # -- decisions ----------------------------------------------------------------------
 
-    def decision(self, step: int) -> Decision | None:
+    def decision(self, step: int, *, wait: bool = True) -> Decision | None:
         """The decision covering optimizer ``step``, or ``None`` for the base schedule.
 
         Every rank gets the same answer for the same step, whenever it asks.
+        ``wait=False`` (the mixture sampler, which asks ahead of or behind training) never
+        waits at a boundary, leaves the boundary tracking alone and has its own cache.
         """
         if self._cached_from <= step < self._valid_until:
             return self._cached
+        if not wait:
+            lo, hi, cached = self._peek
+            if lo <= step < hi:
+                return cached
+            peek = self.store.claim(step, lookahead=self.lookahead, promise_if_none=True)
+            self._peek = (step, peek.valid_until, peek.decision)
+            return peek.decision
         claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=False)
         if claim.decision is None and self.sync and claim.head_alive and self._ended_at == step:
             claim = self._wait_at_boundary(step)
@@ -233,6 +245,45 @@ class Agent:
         from workers.scheduler import TautuneLR
 
         return TautuneLR(optimizer, self, base=base, total_steps=total_steps, last_epoch=last_epoch)
+
+    def mixture_sampler(
+        self,
+        data: Mapping[str, ArmData] | ArmData,
+        batch_size: int,
+        *,
+        arms: Mapping[str, Sequence[int]] | None = None,
+        world_size: int | None = None,
+        **options: Any,
+    ) -> MixtureBatchSampler:
+        """A :class:`~workers.sampler.MixtureBatchSampler` drawing from this job's mixture
+        decisions: the batch of step ``s`` uses the mixture of the decision covering ``s``
+        (kept through decisions that leave the mixture alone; before any, the initial
+        weights, version 0). ``data`` is ``{arm: dataset}``, or one dataset with
+        ``arms={arm: indices}``. ``world_size`` defaults to ``$WORLD_SIZE``, else 1; other
+        options go to the sampler (``seed``, ``initial_weights``, ``batches_per_step``,
+        ``weights_lag``, ``num_batches``, ...). With a DataLoader that prefetches, pass
+        ``weights_lag=ceil(num_workers * prefetch_factor / batches_per_step)`` so the
+        sampler never asks about a step before training reaches it. Build the DataLoader
+        with ``sampler.loader(...)`` and report ``**sampler.metrics(batch, per_sample_loss)``
+        with each step.
+        """
+        from workers.sampler import decision_weights, mixture_sampler
+
+        if world_size is None:
+            raw = os.environ.get("WORLD_SIZE", "1")
+            try:
+                world_size = int(raw)
+            except ValueError:
+                raise ConfigError(f"$WORLD_SIZE must be an integer, got {raw!r}") from None
+        return mixture_sampler(
+            data,
+            batch_size,
+            decision_weights(lambda step: self.decision(step, wait=False)),
+            arms=arms,
+            rank=self.rank,
+            world_size=world_size,
+            **options,
+        )
 
     def _applied(self, step: int, lr: float, decision: Decision | None) -> None:
         extra = dict(self._extra)

@@ -137,5 +137,5 @@ def test_bad_controller_spec_fails_in_the_caller(ray_local: None, redis_server: 
 
     with pytest.raises(ConfigError, match="unknown setting"):
         start_head("bad", redis_server.url, {"method": "stagewise", "init_lr": 0.1, "taw": 5})
-    with pytest.raises(ConfigError, match="unknown LR method"):
+    with pytest.raises(ConfigError, match="unknown method"):
         start_head("bad", redis_server.url, {"method": "nope"})
