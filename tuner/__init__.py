@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuner.api import LRSpec, Result, tune
+    from tuner.api import LRSpec, MixtureSpec, Result, tune
 
-__all__ = ["LRSpec", "Result", "tune"]
+__all__ = ["LRSpec", "MixtureSpec", "Result", "tune"]
 
 
 def __getattr__(name: str) -> Any:

@@ -61,6 +61,49 @@ class LRSpec:
         return spec
 
 
+@dataclass(frozen=True)
+class MixtureSpec:
+    """How the head tunes the data mixture. Steps are optimizer steps.
+
+    Attributes:
+        arms: Names of the arms (domains or difficulty buckets), as the workers' sampler
+            knows them.
+        method: Bandit (``ducb``, ``dts``, ``sec``, ``exp3``, ``exp3s``, ``odm``).
+        tau: Stage length; give the LR spec the same ``tau`` to decide both on one grid.
+        total_steps: Length of the run.
+        reward: How an arm's stage turns into a reward (``learning_progress``, ``loss``,
+            ``advantage``, ``intermediate_difficulty``).
+        floor: Least weight of any free arm (default: a tenth of an even share).
+        pinned: Arm -> weight the user fixes.
+        settings: Further algorithm settings (see ``tuner.controllers.mixture``).
+    """
+
+    arms: tuple[str, ...]
+    method: str = "ducb"
+    tau: int = 100
+    total_steps: int | None = None
+    reward: str = "learning_progress"
+    floor: float | None = None
+    pinned: Mapping[str, float] | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "method": self.method,
+            "arms": list(self.arms),
+            "tau": self.tau,
+            "reward": self.reward,
+            **dict(self.settings),
+        }
+        for name in ("total_steps", "floor"):
+            if getattr(self, name) is not None:
+                spec[name] = getattr(self, name)
+        if self.pinned:
+            spec["pinned"] = dict(self.pinned)
+        build_controller(spec)  # validates
+        return spec
+
+
 @dataclass
 class Result:
     """What a tuned job left behind.
@@ -111,7 +154,7 @@ def tune(
     num_workers: int = 1,
     resources_per_worker: Mapping[str, float] | None = None,
     lr: LRSpec | Mapping[str, Any] | None = None,
-    mixture: Mapping[str, Any] | None = None,
+    mixture: MixtureSpec | Mapping[str, Any] | None = None,
     job: str | None = None,
     redis_url: str | None = None,
     ray_address: str | None = None,
@@ -126,7 +169,8 @@ def tune(
         num_workers: Data-parallel ranks (Ray actors; DDP over gloo on CPU, nccl on GPU).
         resources_per_worker: Ray resources per rank, ``{"CPU": 1}`` (default) or ``{"GPU": 1}``.
         lr: How to tune the LR; ``None`` trains on the workers' base schedules.
-        mixture: Reserved for the data-mixture controller; must be ``None`` for now.
+        mixture: How to tune the data mixture (workers draw with ``agent.mixture_sampler``);
+            with ``lr`` too, both are decided on one stage grid.
         job: Job name (default ``$TAUTUNE_JOB``, else a fresh ``tune-<id>``).
         redis_url: Redis (default ``$TAUTUNE_REDIS_URL``, else an embedded server).
         ray_address: Ray cluster (default: the connected one, else a new local Ray).
@@ -144,9 +188,12 @@ def tune(
 
     if num_workers < 1:
         raise ConfigError(f"num_workers must be >= 1, got {num_workers=}")
-    if mixture is not None:
-        raise ConfigError("mixture tuning is not available yet; pass mixture=None")
     spec = lr.to_spec() if isinstance(lr, LRSpec) else (dict(lr) if lr is not None else None)
+    if mixture is not None:
+        if population is not None:
+            raise ConfigError("population mode tunes the LR only; pass mixture=None")
+        mix = mixture.to_spec() if isinstance(mixture, MixtureSpec) else dict(mixture)
+        spec = {"method": "composite", "lr": spec, "mixture": mix} if spec is not None else mix
     if population is not None:
         from tuner.specs import build_population_controller
 

@@ -10,6 +10,11 @@ from collections.abc import Sequence
 from trials.store import URL_ENV, resolve_url
 from tuner.errors import ConfigError, TautuneError
 
+MIXTURE_HELP = (
+    "mixture controller spec as name=value pairs, e.g. method=ducb,arms=code/prose/math,tau=100 "
+    "(methods ducb, dts, sec, exp3, exp3s, odm; also reward, floor, total_steps) or JSON; "
+    "give --lr the same tau to decide both on one grid"
+)
 LR_HELP = (
     "controller spec as name=value pairs, e.g. init_lr=1e-3,tau=100,total_steps=5000 "
     "(method=stagewise; also lr_min, lr_max, warmup_steps, anneal_fraction, final_lr) or JSON"
@@ -24,9 +29,12 @@ def _redis(args: argparse.Namespace) -> str:
 
 
 def _lr(args: argparse.Namespace) -> dict[str, object] | None:
-    from tuner.specs import parse_lr_spec
+    """The head's controller spec from --lr and --mixture (both: a composite)."""
+    from tuner.specs import combine_specs, parse_lr_spec, parse_mixture_spec
 
-    return parse_lr_spec(args.lr) if args.lr else None
+    lr = parse_lr_spec(args.lr) if args.lr else None
+    mixture = parse_mixture_spec(args.mixture) if getattr(args, "mixture", None) else None
+    return combine_specs(lr, mixture)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -49,7 +57,9 @@ def _attach(args: argparse.Namespace) -> int:
 
     spec = _lr(args)
     if spec is None:
-        raise ConfigError("attach needs --lr, e.g. --lr init_lr=1e-3,tau=100,total_steps=5000")
+        raise ConfigError(
+            "attach needs --lr and/or --mixture, e.g. --lr init_lr=1e-3,tau=100,total_steps=5000"
+        )
     return attach(args.job, _redis(args), spec, ray_address=args.address)
 
 
@@ -169,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow", action="store_true", help="tail the logs with stage, step and LR until it ends"
     )
     _add_redis(submit)
+    submit.add_argument("--mixture", default=None, help=MIXTURE_HELP)
     submit.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     submit.set_defaults(func=_submit)
 
@@ -192,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attach.add_argument("job")
     attach.add_argument("--lr", default=None, help=LR_HELP)
+    attach.add_argument("--mixture", default=None, help=MIXTURE_HELP)
     attach.add_argument(
         "--address", default=None, help="Ray cluster to run the head on (default: here)"
     )

@@ -203,6 +203,9 @@ class HeadLoop:
                 self.resync()
                 while not self._stop.is_set():
                     self.step()
+                if not self.detached:  # take in what the workers sent before stopping
+                    while (batch := self.store.read_reports(CONSUMER)).last_id is not None:
+                        self._take(batch)
                 if self._pending:
                     self._commit(None)
                 return

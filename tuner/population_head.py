@@ -140,6 +140,9 @@ class PopulationLoop:
                 self.resync()
                 while not self._stop.is_set():
                     self.step()
+                for i, trial in enumerate(self.trials):  # what was sent before stopping
+                    while (batch := trial.read_reports(CONSUMER)).last_id is not None:
+                        self._take(i, batch)
                 if any(self.pending):
                     self._commit(0, None)
                 self.store.release(None)

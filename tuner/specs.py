@@ -85,11 +85,36 @@ def _number(text: str) -> int | float | str:
     return text
 
 
+def parse_mixture_spec(text: str) -> dict[str, Any]:
+    """``"method=ducb,arms=code/prose/math,tau=100"`` (arms separated by ``/``) or JSON."""
+    spec = _parse_pairs(text, "--mixture", "method=ducb,arms=code/prose/math,tau=100")
+    if isinstance(spec.get("arms"), str):
+        spec["arms"] = [a for a in str(spec["arms"]).split("/") if a]
+    build_controller(spec)
+    return spec
+
+
+def combine_specs(
+    lr: Mapping[str, Any] | None, mixture: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The head's spec for an LR spec, a mixture spec, or both (a composite)."""
+    if lr is not None and mixture is not None:
+        return {"method": "composite", "lr": dict(lr), "mixture": dict(mixture)}
+    chosen = lr if lr is not None else mixture
+    return dict(chosen) if chosen is not None else None
+
+
 def parse_lr_spec(text: str) -> dict[str, Any]:
     """``"init_lr=1e-3,tau=100,total_steps=5000"`` (optionally ``method=stagewise``) -> spec.
 
     Also accepts a JSON object. The spec is validated by building its controller.
     """
+    spec = _parse_pairs(text, "--lr", "init_lr=1e-3,tau=100,total_steps=5000")
+    build_controller(spec)
+    return spec
+
+
+def _parse_pairs(text: str, flag: str, example: str) -> dict[str, Any]:
     text = text.strip()
     if text.startswith("{"):
         import json
@@ -97,18 +122,17 @@ def parse_lr_spec(text: str) -> dict[str, Any]:
         try:
             spec = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"--lr is not valid JSON: {e}") from None
+            raise ConfigError(f"{flag} is not valid JSON: {e}") from None
         if not isinstance(spec, dict):
-            raise ConfigError("--lr JSON must be an object")
-    else:
-        spec = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            name, sep, value = part.partition("=")
-            if not sep or not name.strip():
-                raise ConfigError(
-                    f"--lr expects name=value pairs separated by commas, got {part!r} "
-                    "(e.g. init_lr=1e-3,tau=100,total_steps=5000)"
-                )
-            spec[name.strip()] = _number(value.strip())
-    build_controller(spec)
+            raise ConfigError(f"{flag} JSON must be an object")
+        return spec
+    spec = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(
+                f"{flag} expects name=value pairs separated by commas, got {part!r} "
+                f"(e.g. {example})"
+            )
+        spec[name.strip()] = _number(value.strip())
     return spec

@@ -31,16 +31,12 @@ def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
             "metrics": dict(report.metrics),
             "age_s": time.time() - report.ts,
         }
-    state = job_store.load_state("lr")
     controller: dict[str, Any] | None = None
-    if state is not None:
-        controller = {
-            "center_lr": math.exp(state["mu"]) if "mu" in state else None,
-            "step_factor": math.exp(state["delta"]) if "delta" in state else None,
-            "reports_seen": state.get("reports_seen"),
-            "finished": state.get("finished"),
-            "method": state.get("config", {}).get("method", "stagewise"),
-        }
+    for name in ("lr", "composite", "mixture"):
+        state = job_store.load_state(name)
+        if state is not None:
+            controller = summarize_state(state)
+            break
     return {
         "job": job_store.job,
         "head": job_store.head_info(),
@@ -53,6 +49,30 @@ def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
         "decisions": [json.loads(decision_to_json(d)) for d in history[-decisions:]],
         "last_reports": last_reports,
         "controller": controller,
+    }
+
+
+def summarize_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A few numbers from a stored controller state, whichever controller wrote it."""
+    if "parts" in state:  # a composite: LR and mixture
+        out = summarize_state(state["parts"]["lr"])
+        mixture = state["parts"]["mixture"]
+        out["mixture_method"] = mixture.get("config", {}).get("method", mixture.get("algorithm"))
+        return out
+    config = state.get("config", {})
+    reports = state.get("reports_seen")
+    if reports is None and "trial_state" in state:
+        reports = sum(t.get("reports", 0) for t in state["trial_state"])
+    return {
+        "method": "population"
+        if "trial_state" in state
+        else config.get("method", "stagewise")
+        if "mu" in state
+        else state.get("algorithm", "mixture"),
+        "center_lr": math.exp(state["mu"]) if "mu" in state else None,
+        "step_factor": math.exp(state["delta"]) if "delta" in state else None,
+        "reports_seen": reports,
+        "finished": state.get("finished"),
     }
 
 
@@ -90,13 +110,14 @@ def print_status(status: dict[str, Any], console: Console) -> None:
         )
     if status["controller"]:
         c = status["controller"]
+        probe = f", probe x{c['step_factor']:.2f}" if c.get("step_factor") else ""
+        mixture = f", mixture by {c['mixture_method']}" if c.get("mixture_method") else ""
         console.print(
-            f"controller {c['method']}: center lr {_lr(c['center_lr'])}, probe x"
-            f"{c['step_factor']:.2f}, {c['reports_seen']} reports seen"
-            + (", finished" if c["finished"] else "")
+            f"controller {c['method']}: center lr {_lr(c['center_lr'])}{probe}{mixture}, "
+            f"{c['reports_seen']} reports seen" + (", finished" if c["finished"] else "")
         )
     table = Table(title="Decisions (newest last)")
-    for col in ("version", "stage", "kind", "steps", "lr", "phase"):
+    for col in ("version", "stage", "kind", "steps", "lr", "mixture", "phase"):
         table.add_column(col)
     for d in status["decisions"]:
         end = d["until_step"] if d["until_step"] is not None else "…"
@@ -107,6 +128,7 @@ def print_status(status: dict[str, Any], console: Console) -> None:
             d["kind"],
             f"{d['from_step']}–{end}",
             lr,
+            " ".join(f"{a}={w:.2f}" for a, w in (d["mixture"] or {}).items()) or "-",
             str(d["info"].get("phase", "")),
         )
     console.print(table)
