@@ -158,7 +158,7 @@ def train_run(task: MixtureLMTask, spec: RunSpec) -> dict[str, Any]:
         if ctl is not None:
             ids = [s.arm for s in slots]
             arm_loss, arm_count = split_loss_by_arm(per_sample, ids, arms)
-            metrics = {"loss": float(loss), **arm_metrics(arm_loss, arm_count, slots[0].version)}
+            metrics = {"loss": loss.item(), **arm_metrics(arm_loss, arm_count, slots[0].version)}
             ctl.observe([Report(rank=0, step=step, metrics=metrics, ts=0.0)])
             decide(step)
         done = step + 1

@@ -22,66 +22,29 @@ from typing import Any
 import numpy as np
 
 from tuner.controllers.base import Plan, PopulationController
+from tuner.controllers.lr_search import LRSearchConfig, anneal_decision, next_start, stage_until
 from tuner.errors import ConfigError
 from tuner.records import Decision, DecisionKind, Report
 
 
 @dataclass(frozen=True)
-class PopulationConfig:
-    """Settings of :class:`PopulationLR` (steps are optimizer steps, LRs plain)."""
+class PopulationConfig(LRSearchConfig):
+    """Settings of :class:`PopulationLR` (see :class:`LRSearchConfig`).
 
-    init_lr: float
+    Attributes:
+        trials: P, the number of trials, at least 2.
+        window: Stages (proposed around the current center) whose scores are averaged.
+    """
+
     trials: int = 4
-    lr_min: float | None = None
-    lr_max: float | None = None
-    tau: int = 100
-    total_steps: int | None = None
-    warmup_steps: int = 0
-    anneal_fraction: float = 0.2
-    final_lr: float = 0.0
-    step_factor: float = 2.0
-    min_step_factor: float = 1.15
     window: int = 4
-    metric: str = "loss"
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.init_lr) or self.init_lr <= 0:
-            raise ConfigError(f"init_lr must be a finite LR > 0, got {self.init_lr=}")
+        super().__post_init__()
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 2:
             raise ConfigError(f"a population needs at least 2 trials, got {self.trials=}")
-        if not isinstance(self.tau, int) or self.tau < 4:
-            raise ConfigError(f"tau must be an int of at least 4 steps, got {self.tau=}")
-        if self.total_steps is not None and self.total_steps <= self.warmup_steps:
-            raise ConfigError(f"total_steps must exceed warmup_steps, got {self.total_steps=}")
-        if not 0 <= self.anneal_fraction < 1:
-            raise ConfigError(f"anneal_fraction must be in [0, 1), got {self.anneal_fraction=}")
-        if not (self.step_factor > 1 and self.min_step_factor > 1):
-            raise ConfigError(
-                f"step factors must be > 1, got {self.step_factor=}, {self.min_step_factor=}"
-            )
         if self.window < 1:
             raise ConfigError(f"window must be >= 1 stage, got {self.window=}")
-        lo, hi = self.bounds
-        if not 0 < lo <= self.init_lr <= hi:
-            raise ConfigError(
-                f"need 0 < lr_min <= init_lr <= lr_max, got {lo=}, {self.init_lr=}, {hi=}"
-            )
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        lo = self.lr_min if self.lr_min is not None else self.init_lr / 100
-        hi = self.lr_max if self.lr_max is not None else self.init_lr * 100
-        return lo, hi
-
-    @property
-    def lead(self) -> int:
-        return max(1, self.tau // 4)
-
-    @property
-    def anneal_start(self) -> int | None:
-        if self.total_steps is None or self.anneal_fraction == 0:
-            return None
-        return self.total_steps - round(self.anneal_fraction * self.total_steps)
 
     def offset(self, trial: int) -> float:
         """``z_trial`` in ``[-1, 1]``."""
@@ -119,7 +82,7 @@ class PopulationLR(PopulationController):
                     s["count"] += 1
             if not t["stages"]:
                 t.setdefault("pre", []).append(value)
-                del t["pre"][: -self.config.lead * 4]
+                del t["pre"][: -self.config.lead_steps * 4]
         self._score(trial)
 
     def propose(self, trial: int, plan: Plan) -> Decision | None:
@@ -128,37 +91,19 @@ class PopulationLR(PopulationController):
         if t["finished"]:
             return None
         last = t["stages"][-1] if t["stages"] else None
-        if last is not None and max(plan.last_step, t["last_step"]) < last["until"] - c.lead:
-            return None
-        start = last["until"] if last is not None else max(c.warmup_steps, plan.last_step + 1)
-        start = max(start, plan.horizon + 1)
-        if c.total_steps is not None and start >= c.total_steps:
+        start = next_start(c, last, plan, t["last_step"])
+        if start is None:
             return None
         index = max(last["stage"] + 1 if last is not None else 0, plan.next_stage)
-        lo, hi = c.bounds
-        anneal = c.anneal_start
-        if anneal is not None and start >= anneal and c.total_steps is not None:
-            lr = min(max(math.exp(self.mu), lo), hi)
-            return Decision(
-                stage=index,
-                kind=DecisionKind.COMMIT,
-                from_step=start,
-                until_step=c.total_steps,
-                lr=lr,
-                lr_end=min(c.final_lr, lr),
-                controller="population",
-                info={"phase": "anneal", "center_lr": lr, "trial": trial, "final": True},
-            )
-        lr = min(max(math.exp(self.mu + self.delta * c.offset(trial)), lo), hi)
-        until = start + c.tau
-        for cap in (anneal, c.total_steps):
-            if cap is not None:
-                until = min(until, cap)
+        anneal = anneal_decision(c, index, start, math.exp(self.mu), "population", trial=trial)
+        if anneal is not None:
+            return anneal
+        lr = c.clamp(math.exp(self.mu + self.delta * c.offset(trial)))
         return Decision(
             stage=index,
             kind=DecisionKind.EXPLORE,
             from_step=start,
-            until_step=until,
+            until_step=stage_until(c, start),
             lr=lr,
             controller="population",
             info={
@@ -192,7 +137,7 @@ class PopulationLR(PopulationController):
                 "z": self.config.offset(trial),
                 "phase": decision.info.get("phase", "search"),
                 "tail_from": decision.from_step + (until - decision.from_step) // 2,
-                "tail_until": until - self.config.lead,
+                "tail_until": until - self.config.lead_steps,
                 "sum": 0.0,
                 "count": 0,
             }

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from tuner.controllers.base import LRController, Plan
+from tuner.controllers.lr_search import LRSearchConfig, anneal_decision, next_start, stage_until
 from tuner.errors import ConfigError
 from tuner.records import Decision, DecisionKind, Report
 
@@ -39,85 +40,14 @@ ABBA = (1.0, -1.0, -1.0, 1.0)
 
 
 @dataclass(frozen=True)
-class StagewiseConfig:
-    """Settings of :class:`StagewiseLR`.
-
-    Attributes:
-        init_lr: LR the search starts from (plain, not log).
-        lr_min, lr_max: Bounds of the search; default ``init_lr/100`` and ``init_lr*100``.
-        tau: Stage length in optimizer steps.
-        total_steps: Length of the run in optimizer steps; enables the final anneal.
-        warmup_steps: Steps left to the base schedule before the first decision.
-        anneal_fraction: Fraction of ``total_steps`` at the end that decays to ``final_lr``.
-        final_lr: LR at the end of the anneal.
-        step_factor: Initial probe size as a factor (``δ = ln step_factor``).
-        min_step_factor: Smallest probe size the search shrinks to.
-        window: Stages kept for the regression.
-        metric: Reported metric to minimize.
-        lead: Steps before a boundary at which the next decision is made (default τ/4).
-    """
-
-    init_lr: float
-    lr_min: float | None = None
-    lr_max: float | None = None
-    tau: int = 100
-    total_steps: int | None = None
-    warmup_steps: int = 0
-    anneal_fraction: float = 0.2
-    final_lr: float = 0.0
-    step_factor: float = 2.0
-    min_step_factor: float = 1.15
-    window: int = 12
-    metric: str = "loss"
-    lead: int | None = None
+class StagewiseConfig(LRSearchConfig):
+    """Settings of :class:`StagewiseLR` (see :class:`LRSearchConfig`); ``window`` is the
+    stages kept for the regression, at least 4."""
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.init_lr) or self.init_lr <= 0:
-            raise ConfigError(f"init_lr must be a finite LR > 0, got {self.init_lr=}")
-        if isinstance(self.tau, bool) or not isinstance(self.tau, int) or self.tau < 4:
-            raise ConfigError(f"tau must be at least 4 optimizer steps, got {self.tau=}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps=}")
-        if self.total_steps is not None and self.total_steps <= self.warmup_steps:
-            raise ConfigError(
-                "total_steps must exceed warmup_steps, got "
-                f"{self.total_steps=}, {self.warmup_steps=}"
-            )
-        if not 0 <= self.anneal_fraction < 1:
-            raise ConfigError(f"anneal_fraction must be in [0, 1), got {self.anneal_fraction=}")
-        for name, factor in (
-            ("step_factor", self.step_factor),
-            ("min_step_factor", self.min_step_factor),
-        ):
-            if not (math.isfinite(factor) and factor > 1):
-                raise ConfigError(f"{name} must be a finite factor > 1, got {name}={factor!r}")
-        if not (math.isfinite(self.final_lr) and self.final_lr >= 0):
-            raise ConfigError(f"final_lr must be finite and >= 0, got {self.final_lr=}")
+        super().__post_init__()
         if self.window < 4:
             raise ConfigError(f"window must hold at least 4 stages, got {self.window=}")
-        lo, hi = self.bounds
-        if not 0 < lo <= self.init_lr <= hi:
-            raise ConfigError(
-                f"need 0 < lr_min <= init_lr <= lr_max, got {lo=}, {self.init_lr=}, {hi=}"
-            )
-        if self.lead is not None and not 1 <= self.lead < self.tau // 2:
-            raise ConfigError(f"lead must be in [1, tau/2), got {self.lead=}")
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        lo = self.lr_min if self.lr_min is not None else self.init_lr / 100
-        hi = self.lr_max if self.lr_max is not None else self.init_lr * 100
-        return lo, hi
-
-    @property
-    def lead_steps(self) -> int:
-        return self.lead if self.lead is not None else max(1, self.tau // 4)
-
-    @property
-    def anneal_start(self) -> int | None:
-        if self.total_steps is None or self.anneal_fraction == 0:
-            return None
-        return self.total_steps - round(self.anneal_fraction * self.total_steps)
 
 
 class StagewiseLR(LRController):
@@ -162,36 +92,18 @@ class StagewiseLR(LRController):
         if self.finished:
             return None
         last = self.stages[-1] if self.stages else None
-        if last is not None and max(plan.last_step, self.last_step) < last["until"] - c.lead_steps:
+        start = next_start(c, last, plan, self.last_step)
+        if start is None:
             return None
-        start = last["until"] if last is not None else max(c.warmup_steps, plan.last_step + 1)
-        start = max(start, plan.horizon + 1)
-        if c.total_steps is not None and start >= c.total_steps:
-            return None
-        lo_lr, hi_lr = c.bounds
-        lo, hi = math.log(lo_lr), math.log(hi_lr)
-        anneal = c.anneal_start
+        lo, hi = (math.log(b) for b in c.bounds)
         index = max(last["stage"] + 1 if last is not None else 0, plan.next_stage)
-        if anneal is not None and start >= anneal and c.total_steps is not None:
-            lr = self._center_lr()
-            return Decision(
-                stage=index,
-                kind=DecisionKind.COMMIT,
-                from_step=start,
-                until_step=c.total_steps,
-                lr=lr,
-                lr_end=min(c.final_lr, lr),
-                controller="stagewise",
-                info={"phase": "anneal", "center_lr": lr, "final": True},
-            )
+        anneal = anneal_decision(c, index, start, self._center_lr(), "stagewise")
+        if anneal is not None:
+            return anneal
         z = ABBA[index % len(ABBA)]
         probe = min(self.delta, math.log(c.step_factor))  # moves may grow; probes do not
-        x = min(max(self.mu + probe * z, lo), hi)
-        lr = min(max(math.exp(x), lo_lr), hi_lr)  # exp(log(b)) may miss b by an ulp
-        until = start + c.tau
-        for cap in (anneal, c.total_steps):
-            if cap is not None:
-                until = min(until, cap)
+        lr = c.clamp(math.exp(min(max(self.mu + probe * z, lo), hi)))
+        until = stage_until(c, start)
         return Decision(
             stage=index,
             kind=DecisionKind.EXPLORE,
