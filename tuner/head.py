@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -21,7 +20,8 @@ from typing import Any
 
 from trials.store import JobStore, ReadBatch, Store
 from tuner.controllers.base import Controller, Plan
-from tuner.errors import DecisionConflictError, StoreError, StoreUnavailableError
+from tuner.errors import DecisionConflictError
+from tuner.loop import Loop
 from tuner.records import Decision, DecisionKind
 from tuner.specs import build_controller
 
@@ -36,7 +36,7 @@ def head_name(job: str) -> str:
     return f"head:{job}"
 
 
-class HeadLoop:
+class HeadLoop(Loop):
     """Drives one controller from one job's store.
 
     Args:
@@ -57,10 +57,9 @@ class HeadLoop:
         lease_ttl_s: float = 5.0,
         poll_ms: int = 50,
     ) -> None:
-        self.store = store
+        super().__init__(store, lease_ttl_s=lease_ttl_s)
         self.controller = controller
         self.checkpoint_every_s = checkpoint_every_s
-        self.lease_ttl_s = lease_ttl_s
         self.poll_ms = poll_ms
         self.version = 0
         self.committed = 0
@@ -68,12 +67,9 @@ class HeadLoop:
         self.restored = False
         self._pending: list[str] = []
         self._last_checkpoint = time.monotonic()
-        self._next_beat = 0.0
         self._next_control = 0.0
         self._next_stage = 0
         self.detached = False
-        self._stop = threading.Event()
-        self.error: str | None = None
 
     def resync(self) -> None:
         """Load the stored state, then replay reports delivered but not acknowledged."""
@@ -104,10 +100,7 @@ class HeadLoop:
     def step(self) -> None:
         """One round: heartbeat, read new reports, commit a decision or a checkpoint."""
         now = time.monotonic()
-        if now >= self._next_beat:
-            info = {"host": socket.gethostname(), "pid": os.getpid(), "ts": time.time()}
-            self.store.heartbeat(None, ttl_s=self.lease_ttl_s, info=info)
-            self._next_beat = now + self.lease_ttl_s / 4
+        self.beat()
         if now >= self._next_control:
             self._next_control = now + 0.25
             if self.store.detach_requested():
@@ -195,31 +188,12 @@ class HeadLoop:
         )
         return hold
 
-    def run(self) -> None:
-        """Loop until :meth:`stop`; an unreachable Redis is retried, not fatal."""
-        while not self._stop.is_set():
-            try:
-                self.store.clear_detach()  # a request made while no head ran is stale
-                self.resync()
-                while not self._stop.is_set():
-                    self.step()
-                if not self.detached:  # take in what the workers sent before stopping
-                    while (batch := self.store.read_reports(CONSUMER)).last_id is not None:
-                        self._take(batch)
-                if self._pending:
-                    self._commit(None)
-                return
-            except StoreUnavailableError as e:
-                self.error = str(e)
-                log.warning("tautune head %s: %s; retrying", self.store.job, e)
-                self._stop.wait(1.0)
-            except StoreError as e:
-                self.error = str(e)
-                log.error("tautune head %s stopped: %s", self.store.job, e)
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
+    def finish(self) -> None:
+        if not self.detached:  # take in what the workers sent before stopping
+            while (batch := self.store.read_reports(CONSUMER)).last_id is not None:
+                self._take(batch)
+        if self._pending:
+            self._commit(None)
 
     def status(self) -> dict[str, Any]:
         return {

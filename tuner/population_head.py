@@ -10,22 +10,20 @@ argument of :class:`tuner.head.HeadLoop` holds for the whole population.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 import time
 from typing import Any
 
 from trials.store import JobStore
 from tuner.controllers.base import Plan, PopulationController
-from tuner.errors import DecisionConflictError, StoreError, StoreUnavailableError
+from tuner.errors import DecisionConflictError
 from tuner.head import CONSUMER
+from tuner.loop import Loop
 from tuner.records import Decision
 
 log = logging.getLogger(__name__)
 
 
-class PopulationLoop:
+class PopulationLoop(Loop):
     """Drives a :class:`PopulationController` over the trials of ``store.job``."""
 
     def __init__(
@@ -38,11 +36,10 @@ class PopulationLoop:
         lease_ttl_s: float = 5.0,
         poll_s: float = 0.05,
     ) -> None:
-        self.store = store
+        super().__init__(store, lease_ttl_s=lease_ttl_s)
         self.controller = controller
         self.trials = [store.for_trial(i) for i in range(trials)]
         self.checkpoint_every_s = checkpoint_every_s
-        self.lease_ttl_s = lease_ttl_s
         self.poll_s = poll_s
         self.versions = [0] * trials
         self.next_stage = [0] * trials
@@ -50,10 +47,7 @@ class PopulationLoop:
         self.committed = 0
         self.malformed = 0
         self.restored = False
-        self.error: str | None = None
         self._last_checkpoint = time.monotonic()
-        self._next_beat = 0.0
-        self._stop = threading.Event()
 
     def resync(self) -> None:
         state = self.store.load_state(self.controller.name)
@@ -81,14 +75,9 @@ class PopulationLoop:
         self.pending[i].extend(batch.ids)
 
     def step(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_beat:
-            info = {"host": socket.gethostname(), "pid": os.getpid(), "ts": time.time()}
-            self.store.heartbeat(None, ttl_s=self.lease_ttl_s, info=info)
-            self._next_beat = now + self.lease_ttl_s / 4
-            if self.store.detach_requested():
-                self.store.clear_detach()
-                self.stop()
+        if self.beat() and self.store.detach_requested():
+            self.store.clear_detach()
+            self.stop()
         got = 0
         for i, trial in enumerate(self.trials):
             batch = trial.read_reports(CONSUMER)
@@ -134,29 +123,12 @@ class PopulationLoop:
         self._last_checkpoint = time.monotonic()
         return True
 
-    def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.resync()
-                while not self._stop.is_set():
-                    self.step()
-                for i, trial in enumerate(self.trials):  # what was sent before stopping
-                    while (batch := trial.read_reports(CONSUMER)).last_id is not None:
-                        self._take(i, batch)
-                if any(self.pending):
-                    self._commit(0, None)
-                self.store.release(None)
-                return
-            except StoreUnavailableError as e:
-                self.error = str(e)
-                self._stop.wait(1.0)
-            except StoreError as e:
-                self.error = str(e)
-                log.error("tautune head %s stopped: %s", self.store.job, e)
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
+    def finish(self) -> None:
+        for i, trial in enumerate(self.trials):  # what was sent before stopping
+            while (batch := trial.read_reports(CONSUMER)).last_id is not None:
+                self._take(i, batch)
+        if any(self.pending):
+            self._commit(0, None)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,72 @@
+"""What every head loop does around its controller: heartbeat, resync, retry, stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+
+from trials.store import JobStore
+from tuner.errors import StoreError, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class Loop(ABC):
+    """Runs :meth:`step` until :meth:`stop`; an unreachable Redis is retried, not fatal.
+
+    Subclasses implement :meth:`resync` (load stored state, replay unacknowledged
+    reports), :meth:`step` (one round) and :meth:`finish` (take in what was sent, write a
+    last checkpoint) and call :meth:`beat` from ``step``.
+    """
+
+    def __init__(self, store: JobStore, *, lease_ttl_s: float) -> None:
+        self.store = store
+        self.lease_ttl_s = lease_ttl_s
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._next_beat = 0.0
+
+    def beat(self) -> bool:
+        """Renew the head's lease if due (every ``lease_ttl_s / 4``); whether it did."""
+        now = time.monotonic()
+        if now < self._next_beat:
+            return False
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "ts": time.time()}
+        self.store.heartbeat(None, ttl_s=self.lease_ttl_s, info=info)
+        self._next_beat = now + self.lease_ttl_s / 4
+        return True
+
+    @abstractmethod
+    def resync(self) -> None: ...
+
+    @abstractmethod
+    def step(self) -> None: ...
+
+    @abstractmethod
+    def finish(self) -> None: ...
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.store.clear_detach()  # a request made while no head ran is stale
+                self.resync()
+                while not self._stop.is_set():
+                    self.step()
+                self.finish()
+                self.store.release(None)
+                return
+            except StoreUnavailableError as e:
+                self.error = str(e)
+                log.warning("tautune head %s: %s; retrying", self.store.job, e)
+                self._stop.wait(1.0)
+            except StoreError as e:
+                self.error = str(e)
+                log.error("tautune head %s stopped: %s", self.store.job, e)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
