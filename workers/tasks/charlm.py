@@ -91,7 +91,7 @@ class CharLMTask:
         return nn.functional.cross_entropy(model(x), y)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: int = 20, seed: int = 1234) -> float:
+    def evaluate(self, model: nn.Module, batches: int = 100, seed: int = 1234) -> float:
         """Mean validation loss (nats per byte) over a fixed set of ``batches``."""
         gen = torch.Generator().manual_seed(seed)
         model.eval()
