@@ -88,7 +88,7 @@ def run_demo(
     *,
     steps: int = 2000,
     tau: int = 100,
-    lr: float = 1e-3,
+    lr: float = 3e-4,
     seed: int = 0,
     out_dir: str | Path = "tautune-out",
     redis_url: str | None = None,
