@@ -100,3 +100,59 @@ def test_submitted_job_with_two_workers_is_tuned(cluster: dict[str, str]) -> Non
 
     listed = _tautune("jobs", "--redis", env["TAUTUNE_REDIS_URL"], "--json", env=env)
     assert [j["job"] for j in json.loads(listed.stdout)] == ["submitted"]
+
+
+def test_stop_ends_a_submitted_job_and_its_head(
+    cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # this process talks to the Jobs API too
+    submitted = _tautune(
+        "submit",
+        "--address",
+        env["TAUTUNE_DASHBOARD"],
+        "--redis",
+        env["TAUTUNE_REDIS_URL"],
+        "--job",
+        "to-stop",
+        "--working-dir",
+        str(ROOT / "examples"),
+        "--lr",
+        "init_lr=1e-3,tau=40,total_steps=100000",
+        "--",
+        "python",
+        "train.py",
+        "--steps",
+        "100000",
+        "--hidden",
+        "64",
+        env=env,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    submission_id = submitted.stdout.strip().splitlines()[-1]
+    import time
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(env["TAUTUNE_DASHBOARD"])
+    deadline = time.monotonic() + 120
+    while json.loads(
+        _tautune("jobs", "--redis", env["TAUTUNE_REDIS_URL"], "--json", env=env).stdout
+    ) == [] or not any(
+        j["job"] == "to-stop" and j["reports"] > 50
+        for j in json.loads(
+            _tautune("jobs", "--redis", env["TAUTUNE_REDIS_URL"], "--json", env=env).stdout
+        )
+    ):
+        assert time.monotonic() < deadline, "the submitted job never reported"
+        time.sleep(1)
+    stopped = _tautune("stop", "to-stop", "--redis", env["TAUTUNE_REDIS_URL"], env=env)
+    assert stopped.returncode == 0 and "stopping" in stopped.stdout, stopped.stdout + stopped.stderr
+    while not client.get_job_status(submission_id).is_terminal():
+        assert time.monotonic() < deadline + 60, "the job did not stop"
+        time.sleep(1)
+    assert client.get_job_status(submission_id) == JobStatus.STOPPED
+    status = json.loads(
+        _tautune("status", "to-stop", "--redis", env["TAUTUNE_REDIS_URL"], "--json", env=env).stdout
+    )
+    assert status["reports"] < 100000 and status["decisions"]
