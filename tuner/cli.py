@@ -38,6 +38,19 @@ def _lr(args: argparse.Namespace) -> dict[str, object] | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.mixture:
+        from tuner.demo_mixture import run_mixture_demo
+
+        run_mixture_demo(
+            steps=args.steps if args.steps != 2000 else 1500,
+            tau=args.tau,
+            lr=args.lr if args.lr != 3e-4 else 1e-3,
+            seed=args.seed,
+            out_dir=args.out,
+            redis_url=args.redis,
+            ray_address=args.address,
+        )
+        return 0
     from tuner.demo import run_demo
 
     run_demo(
@@ -149,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=3e-4,
         help="starting LR of the tuned run and LR of the constant run (default 3e-4, a common "
         "conservative AdamW choice; 1e-3 is near the best constant LR for this model)",
+    )
+    demo.add_argument(
+        "--mixture",
+        action="store_true",
+        help="tune the LR and the data mixture over five domains together (default steps 1500, "
+        "lr 1e-3), next to a uniform mixture at constant LR; writes demo-mixture.png",
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of model init and data order")
     demo.add_argument(
