@@ -68,7 +68,8 @@ class MixtureSpec:
     Attributes:
         arms: Names of the arms (domains or difficulty buckets), as the workers' sampler
             knows them.
-        method: Bandit (``ducb``, ``dts``, ``sec``, ``exp3``, ``exp3s``, ``odm``).
+        method: Bandit (``exp3s``, the default, ``ducb``, ``dts``, ``sec``, ``exp3``,
+            ``odm``); see docs/benchmarks-mixture.md for how they compare.
         tau: Stage length; give the LR spec the same ``tau`` to decide both on one grid.
         total_steps: Length of the run.
         reward: How an arm's stage turns into a reward (``learning_progress``, ``loss``,
@@ -79,7 +80,7 @@ class MixtureSpec:
     """
 
     arms: tuple[str, ...]
-    method: str = "ducb"
+    method: str = "exp3s"
     tau: int = 100
     total_steps: int | None = None
     reward: str = "learning_progress"

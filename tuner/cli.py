@@ -257,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_redis(jobs)
     jobs.set_defaults(func=_jobs)
+
+    bench = sub.add_parser(
+        "bench", help="benchmark methods side by side on a real task and write JSON"
+    )
+    bench_tasks = bench.add_subparsers(dest="bench_task", metavar="TASK", required=True)
+    from tuner.bench.mixture_cli import add_parser as add_mixture_benchmarks
+
+    add_mixture_benchmarks(bench_tasks)
     return parser
 
 

@@ -29,7 +29,7 @@ from workers.batch_sampler import MixtureBatchSampler
 from workers.mixture import decision_weights
 from workers.tasks.mixture_lm import MixtureLMConfig, MixtureLMTask, build_task
 
-MIXTURE_METHOD = "ducb"
+MIXTURE_METHOD = "exp3s"  # tautune's default mixture bandit (docs/benchmarks-mixture.md)
 
 
 def _train(

@@ -64,3 +64,38 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     while (left := _watched_pids() - before) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, f"processes left behind: {left}"
+
+
+def test_mixture_demo_tunes_lr_and_mixture_in_one_job(tmp_path: Path) -> None:
+    before = _watched_pids()
+    env = {k: v for k, v in os.environ.items() if k != "TAUTUNE_REDIS_URL"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuner.cli",
+            "demo",
+            "--mixture",
+            "--steps",
+            "240",
+            "--tau",
+            "40",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "final mixture" in proc.stdout
+    assert (tmp_path / "demo-mixture.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((tmp_path / "summary-mixture.json").read_text())
+    assert summary["decisions"] >= 4 and summary["head"]["error"] is None
+    weights = summary["final_weights"]
+    assert abs(sum(weights.values()) - 1.0) < 1e-6 and len(weights) == 5
+    deadline = time.monotonic() + 20
+    while (left := _watched_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"processes left behind: {left}"

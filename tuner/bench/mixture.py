@@ -21,21 +21,19 @@ Bandits decide every ``tau`` steps (default ``max(20, steps // 20)``), all with 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from multiprocessing import get_context
-from pathlib import Path
 from typing import Any
 
-from tuner.bench.mixture_docs import write_docs
 from tuner.bench.mixture_report import machine_info, summarize
 from tuner.bench.mixture_run import RunSpec, train_run
+from tuner.controllers.mixture import build_mixture
 from tuner.errors import ConfigError
 from workers.tasks.mixture_lm import TASKS, MixtureLMConfig, MixtureLMTask, build_task
 
@@ -49,9 +47,18 @@ BASELINES: Mapping[str, Mapping[str, Any]] = {
 }
 """Controller specs of the bandit baselines (``tau`` is added per benchmark)."""
 
-TAUTUNE_DEFAULT: Mapping[str, Any] = {"method": "exp3s", "reward": "learning_progress"}
-"""The mixture controller tautune recommends; ``docs/benchmarks-mixture.md`` says how it
-was chosen. Nothing in it names a task's arms."""
+TAUTUNE_DEFAULT: Mapping[str, Any] = {
+    "method": "exp3s",
+    "reward": "learning_progress",
+    "eta": 2.0,
+    "gamma": 0.05,
+    "share": 0.1,
+    "floor": None,
+}
+"""The mixture controller tautune recommends (``tau`` is the benchmark's, a twentieth of
+the run; ``floor`` ``None`` is a tenth of an even share). Chosen among general candidates
+on seeds the benchmark does not report (``docs/benchmarks-mixture.md``); it names no arm.
+It is EXP3.S with its defaults, so it trains once and is reported as ``exp3s`` too."""
 
 EMPHASIS = 0.5
 """Weight of the emphasised arm in the grid's "+arm" points and the ``ordered`` schedule."""
@@ -98,12 +105,17 @@ FULL_SEEDS = (0, 1, 2)
 QUICK_SEEDS = (0, 1)
 
 
+def default_methods(task: str) -> tuple[str, ...]:
+    """:data:`METHODS`, and ``ordered`` for the curriculum (its order is known)."""
+    return (*METHODS, "ordered") if task == "curriculum" else METHODS
+
+
 def task_config(quick: bool) -> MixtureLMConfig:
     return MixtureLMConfig(val_chunks=64) if quick else MixtureLMConfig()
 
 
 @cache
-def _task(name: str, quick: bool) -> MixtureLMTask:
+def cached_task(name: str, quick: bool) -> MixtureLMTask:
     return build_task(name, task_config(quick))
 
 
@@ -139,23 +151,40 @@ def controller_specs(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
     return specs
 
 
+def aliases(cfg: BenchConfig) -> dict[str, str]:
+    """Controller methods whose spec equals an earlier one's, to the earlier one: they are
+    trained once and reported under both names (with ``same_as``)."""
+    first: dict[str, str] = {}
+    out = {}
+    for m, spec in controller_specs(cfg).items():
+        built = build_mixture({**spec, "arms": ["a", "b"]})
+        key = f"{built.algorithm}:{built.config!r}"
+        if key in first:
+            out[m] = first[key]
+        else:
+            first[key] = m
+    return out
+
+
 def run_specs(cfg: BenchConfig, task: MixtureLMTask) -> list[RunSpec]:
     """Every run the benchmark trains, seed-major."""
     unknown = sorted(set(cfg.methods) - {*METHODS, "ordered"})
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; choose from {[*METHODS, 'ordered']}")
-    base = {"steps": cfg.steps, "eval_every": cfg.every}
+    steps, every = cfg.steps, cfg.every
     fixed = grid_points(task.arms)
     if "static-grid-best" not in cfg.methods:
         fixed = [p for p in fixed if p[0] == "uniform"]
     out = []
     for seed in cfg.seeds:
-        out += [RunSpec(method=m, seed=seed, weights=w, **base) for m, w in fixed]
+        out += [RunSpec(m, seed, steps, every, weights=w) for m, w in fixed]
         if "ordered" in cfg.methods and task.good_order:
             schedule = ordered_schedule(task.good_order, cfg.steps)
-            out.append(RunSpec(method="ordered", seed=seed, schedule=schedule, **base))
+            out.append(RunSpec("ordered", seed, steps, every, schedule=schedule))
+        same = aliases(cfg)
         for m, spec in controller_specs(cfg).items():
-            out.append(RunSpec(method=m, seed=seed, controller=spec, **base))
+            if m not in same:
+                out.append(RunSpec(m, seed, steps, every, controller=spec))
     return out
 
 
@@ -163,7 +192,7 @@ def _work(task_name: str, quick: bool, spec: RunSpec) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    return train_run(_task(task_name, quick), spec)
+    return train_run(cached_task(task_name, quick), spec)
 
 
 def run_bench(
@@ -174,7 +203,7 @@ def run_bench(
         raise ConfigError(f"unknown benchmark task {cfg.task!r}; choose one of {TASKS}")
     if not cfg.seeds or cfg.steps < 1 or cfg.jobs < 1:
         raise ConfigError(f"need seeds, steps >= 1 and jobs >= 1, got {cfg}")
-    task = _task(cfg.task, cfg.quick)
+    task = cached_task(cfg.task, cfg.quick)
     specs = run_specs(cfg, task)
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
@@ -190,6 +219,10 @@ def run_bench(
                 runs.append(fut.result())
                 if progress:
                     progress(runs[-1])
+    for alias, source in aliases(cfg).items():
+        at = [i for i, r in enumerate(runs) if r["method"] == source]
+        for i in reversed(at):
+            runs.insert(i + 1, {**runs[i], "method": alias, "same_as": source})
     raw = {
         "task": cfg.task,
         "arms": list(task.arms),
@@ -226,132 +259,22 @@ def command_line(cfg: BenchConfig) -> str:
         parts.append("--quick")
     if cfg.jobs != 1:
         parts += ["--jobs", str(cfg.jobs)]
-    if tuple(cfg.methods) != METHODS:
+    if tuple(cfg.methods) != default_methods(cfg.task):
         parts += ["--methods", ",".join(cfg.methods)]
     for name, spec in cfg.extra.items():
         parts += ["--spec", f"'{name}={json.dumps(spec, separators=(',', ':'))}'"]
     return " ".join(parts)
 
 
-# -- command line ----------------------------------------------------------------------------
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
-
-
-def _spec(text: str) -> tuple[str, dict[str, Any]]:
-    name, sep, body = text.partition("=")
-    try:
-        spec = json.loads(body) if sep else None
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"--spec {name}: not JSON: {e}") from None
-    if not name or not isinstance(spec, dict) or "method" not in spec:
-        raise argparse.ArgumentTypeError(
-            f'expected NAME={{"method": ...}} (a mixture controller spec), got {text!r}'
-        )
-    return name, spec
-
-
-def _run(args: argparse.Namespace) -> int:
-    task = args.bench_task
-    default_methods = (*METHODS, "ordered") if task == "curriculum" else METHODS
-    cfg = BenchConfig(
-        task=task,
-        seeds=args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS),
-        steps=args.steps or (QUICK_STEPS if args.quick else FULL_STEPS[task]),
-        tau=args.tau,
-        quick=args.quick,
-        jobs=args.jobs,
-        methods=tuple(args.methods.split(",")) if args.methods else default_methods,
-        extra=dict(args.spec or []),
-    )
-    total = len(run_specs(cfg, _task(task, cfg.quick)))
-    done = 0
-
-    def progress(run: dict[str, Any]) -> None:
-        nonlocal done
-        done += 1
-        print(f"[{done}/{total}] {run['method']} seed={run['seed']} {run['wall_s']:.0f}s", flush=True)
-
-    doc = run_bench(cfg, progress)
-    json_path = Path(args.json or f"bench-{task}.json")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {json_path}")
-    for row in doc["summary"]:
-        print(
-            f"  {row['method']:<18} final {row['final_loss_median']:.4f}  "
-            f"steps_to_target {row['steps_to_target_median']}  speedup {row['speedup_median']}"
-        )
-    if args.out:
-        md, png = write_docs([doc], Path(args.out) / f"benchmarks-{task}.md",
-                             Path(args.out) / f"{task}-weights.png")
-        print(f"wrote {md} and {png}")
-    return 0
-
-
 def add_parser(subparsers: Any) -> None:
-    """Register ``mixture`` and ``curriculum`` under ``tautune bench``'s subparsers."""
-    for task, text in (
-        ("mixture", "five byte-level LM domains (code, prose, arithmetic, base64 junk)"),
-        ("curriculum", "four buckets of zero-padded sums, target the hardest"),
-    ):
-        p = subparsers.add_parser(
-            task,
-            help=f"data-mixture methods on {text}",
-            description=(
-                f"Train uniform, static-grid-best, odm, sec, exp3s and tautune on {text}, "
-                "over several seeds, and write the steps each needs to reach uniform's final "
-                "target validation loss as JSON. CPU only; see docs/benchmarks-mixture.md."
-            ),
-        )
-        p.add_argument("--json", metavar="PATH", help=f"JSON output (default bench-{task}.json)")
-        p.add_argument("--seeds", type=_ints, help="comma-separated seeds (default 0,1,2)")
-        p.add_argument("--steps", type=int, help="optimizer steps per run")
-        p.add_argument("--tau", type=int, help="bandit stage length (default steps // 20)")
-        p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, 300 steps")
-        p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
-        p.add_argument("--methods", help="comma-separated subset of the methods")
-        p.add_argument(
-            "--spec", action="append", type=_spec, metavar="NAME=JSON",
-            help='add a controller method, e.g. dts=\'{"method": "dts"}\' (repeatable)',
-        )
-        p.add_argument("--out", metavar="DIR", help="also write the markdown report and plot")
-        p.set_defaults(func=_run, bench_task=task)
+    """Register ``mixture`` and ``curriculum`` under ``tautune bench``'s subparsers (see
+    :func:`tuner.bench.mixture_cli.add_parser`)."""
+    from tuner.bench.mixture_cli import add_parser as add
 
-
-def docs_main(argv: Sequence[str]) -> int:
-    """``python -m tuner.bench.mixture docs A.json [B.json] --md M --png P``."""
-    p = argparse.ArgumentParser(prog="python -m tuner.bench.mixture docs")
-    p.add_argument("json", nargs="+")
-    p.add_argument("--md", default="docs/benchmarks-mixture.md")
-    p.add_argument("--png", default="docs/mixture-weights.png")
-    p.add_argument("--selection", nargs="*", default=[], help="JSON of the default's selection")
-    args = p.parse_args(argv)
-    docs = [json.loads(Path(j).read_text()) for j in args.json]
-    selection = [json.loads(Path(j).read_text()) for j in args.selection]
-    md, png = write_docs(docs, Path(args.md), Path(args.png), selection)
-    print(f"wrote {md} and {png}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["docs"]:
-        return docs_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m tuner.bench.mixture")
-    add_parser(parser.add_subparsers(dest="bench_task", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ConfigError as e:
-        print(f"tautune: error: {e}", file=sys.stderr)
-        return 1
+    add(subparsers)
 
 
 if __name__ == "__main__":
+    from tuner.bench.mixture_cli import main
+
     sys.exit(main())

@@ -115,7 +115,7 @@ def evaluate(raw: Mapping[str, Any], target: str) -> dict[str, Any]:
     return {
         "target": target,
         "target_domains": dict(weights),
-        "target_loss": _median(list(goal.values())),
+        "target_loss": round(statistics.median(goal.values()), 5),
         "target_loss_by_seed": {str(s): round(v, 5) for s, v in goal.items()},
         "grid_best": best if len(grid) > 1 else None,
         "grid_medians": {m: round(statistics.median(v), 5) for m, v in finals.items()},
@@ -125,7 +125,9 @@ def evaluate(raw: Mapping[str, Any], target: str) -> dict[str, Any]:
 
 
 def _row(run: Mapping[str, Any], curve: Sequence[float], goal: float) -> dict[str, Any]:
+    same = {"same_as": run["same_as"]} if "same_as" in run else {}
     return {
+        **same,
         "method": run["method"],
         "seed": run["seed"],
         "final_loss": round(curve[-1], 5),
@@ -154,8 +156,9 @@ def _summary(method: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "exploration_steps": rows[0]["exploration_steps"],
         "wall_s_median": _median([r["wall_s"] for r in rows]),
     }
-    if "grid_point" in rows[0]:
-        out["grid_point"] = rows[0]["grid_point"]
+    for key in ("grid_point", "same_as"):
+        if key in rows[0]:
+            out[key] = rows[0][key]
     return out
 
 

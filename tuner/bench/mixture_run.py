@@ -26,6 +26,7 @@ from tuner.errors import ConfigError
 from tuner.records import Decision, Report
 from workers.arm_loss import arm_metrics, split_loss_by_arm
 from workers.batch_sampler import MixtureBatchSampler
+from workers.mixture import WeightsFn
 from workers.tasks.mixture_lm import MixtureLMTask
 
 
@@ -77,9 +78,8 @@ class Decisions:
         return None
 
 
-def _schedule_fn(
-    schedule: Sequence[tuple[int, Mapping[str, float]]],
-) -> Any:
+def _schedule_fn(schedule: Sequence[tuple[int, Mapping[str, float]]]) -> WeightsFn:
+    """Weights by phase; phase ``i`` is mixture version ``i + 1``."""
     phases = sorted(schedule, key=lambda p: p[0])
 
     def weights_for(step: int) -> tuple[int, Mapping[str, float]] | None:
@@ -106,7 +106,7 @@ def train_run(task: MixtureLMTask, spec: RunSpec) -> dict[str, Any]:
     decisions = Decisions()
     ctl: BanditMixture | None = None
     trajectory: list[dict[str, Any]] = []
-    weights_fn: Any = None
+    weights_fn: WeightsFn | None = None
     initial: Mapping[str, float] | str = "uniform"
     if spec.weights is not None:
         initial = spec.weights
@@ -128,7 +128,8 @@ def train_run(task: MixtureLMTask, spec: RunSpec) -> dict[str, Any]:
     )
     model = task.model(spec.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=task.cfg.lr)
-    curve: dict[str, Any] = {"step": [0], "val": {d: [v] for d, v in task.evaluate(model).items()}}
+    first = task.evaluate(model)
+    curve: dict[str, Any] = {"step": [0], "val": {d: [round(v, 5)] for d, v in first.items()}}
     version = 0
 
     def decide(step: int) -> None:
@@ -143,7 +144,8 @@ def train_run(task: MixtureLMTask, spec: RunSpec) -> dict[str, Any]:
         d = d.with_version(version)
         ctl.accept(d)
         decisions.add(d)
-        trajectory.append({"step": d.from_step, "weights": dict(d.mixture or {})})
+        weights = {a: round(w, 5) for a, w in (d.mixture or {}).items()}
+        trajectory.append({"step": d.from_step, "weights": weights})
 
     decide(-1)  # the first stage, before any step is drawn
     batches = iter(sampler)
@@ -165,7 +167,7 @@ def train_run(task: MixtureLMTask, spec: RunSpec) -> dict[str, Any]:
         if done % spec.eval_every == 0 or done == spec.steps:
             curve["step"].append(done)
             for d, v in task.evaluate(model).items():
-                curve["val"][d].append(v)
+                curve["val"][d].append(round(v, 5))
     final = {d: vals[-1] for d, vals in curve["val"].items()}
     out: dict[str, Any] = {
         "method": spec.method,
