@@ -1,7 +1,8 @@
 """The trial store: every read and write of tautune's shared state goes through here.
 
-Only this package imports ``redis``. A :class:`Store` is a connection to one Redis; a
-:class:`JobStore` is one job's view of it. Writes that must agree (a decision, the
+Only this package imports ``redis``. A :class:`~trials.connection.Store` is a connection to
+one Redis (re-exported here); a :class:`JobStore` is one job's view of it, with its leases
+and metadata from :class:`~trials.job_meta.JobMeta`. Writes that must agree (a decision, the
 controller state that produced it, and the acknowledgement of the reports it consumed)
 go through one Lua script, so they land together or not at all.
 
@@ -12,25 +13,23 @@ Pickling (for Ray): only the URL travels; the copy reconnects on first use.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import re
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from trials import keys as K
+from trials.connection import URL_ENV as URL_ENV
+from trials.connection import Store as Store
+from trials.connection import redact as redact
+from trials.connection import resolve_url as resolve_url
+from trials.job_meta import JobMeta
 from trials.serialize import (
     decision_from_entry,
     decision_from_json,
     decision_to_json,
-    dumps,
     report_from_entry,
     report_to_json,
     state_from_json,
@@ -44,30 +43,13 @@ from tuner.errors import (
     SchemaVersionError,
     StepRegressionError,
     StoreError,
-    StoreUnavailableError,
 )
 from tuner.records import Decision, Report
-
-T = TypeVar("T")
-
-URL_ENV = "TAUTUNE_REDIS_URL"
-_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 
 
 @functools.cache
 def _script(name: str) -> str:
     return resources.files("trials").joinpath("lua").joinpath(name).read_text()
-
-
-def redact(url: str) -> str:
-    """``url`` with any password (user info or ``password=`` query) replaced by ``***``."""
-    url = re.sub(r"^(\w+://[^:/@]*):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
-
-
-def resolve_url(url: str | None) -> str | None:
-    """``url`` if given, else ``$TAUTUNE_REDIS_URL``, else ``None`` (embedded server)."""
-    return url or os.environ.get(URL_ENV) or None
 
 
 @dataclass(frozen=True)
@@ -105,89 +87,7 @@ class Claim:
     head_alive: bool
 
 
-class Store:
-    """A connection to one Redis.
-
-    Args:
-        url: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL, with ACL user and
-            password where the server wants them.
-        retries: Connection attempts before :class:`StoreUnavailableError`; backoff doubles
-            from 50 ms up to 2 s between them.
-    """
-
-    def __init__(self, url: str, *, retries: int = 6, socket_timeout_s: float = 10.0) -> None:
-        if not url:
-            raise ConfigError("a Redis URL is required (redis://, rediss:// or unix://)")
-        self.url = url
-        self.retries = retries
-        self.socket_timeout_s = socket_timeout_s
-        self._client: Any = None
-
-    @classmethod
-    def connect(cls, url: str, **kwargs: Any) -> Store:
-        """Open a store and check that Redis answers (retrying with backoff)."""
-        store = cls(url, **kwargs)
-        store.call(lambda c: c.ping())
-        return store
-
-    @property
-    def client(self) -> Any:
-        """The redis-py client (typed ``Any``: its reply types depend on decode_responses,
-        which tautune leaves off, so replies are bytes)."""
-        if self._client is None:
-            try:
-                self._client = redis.Redis.from_url(
-                    self.url,
-                    socket_timeout=self.socket_timeout_s,
-                    socket_connect_timeout=self.socket_timeout_s,
-                    retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), self.retries),
-                    retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-                )
-            except ValueError as e:
-                raise ConfigError(f"invalid Redis URL {self.url!r}: {e}") from None
-        return self._client
-
-    def call(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(client)``, turning connection failures into :class:`StoreUnavailableError`."""
-        try:
-            return fn(self.client)
-        except _CONNECTION_ERRORS as e:
-            raise StoreUnavailableError(
-                f"Redis at {redact(self.url)} is unreachable after {self.retries} retries with "
-                f"backoff ({type(e).__name__}: {e}). Check that it runs and that --redis / "
-                f"${URL_ENV} points at it."
-            ) from e
-
-    def job(self, job: str, trial: int | None = None) -> JobStore:
-        """One job's view (or one trial's, in a population job); raises
-        :class:`SchemaVersionError` if it was written by another schema version."""
-        return JobStore(self, job, trial)
-
-    def jobs(self) -> list[str]:
-        """Names of the jobs this Redis holds, sorted."""
-        found = []
-        for key in self.call(lambda c: list(c.scan_iter(match="tt:{*}:schema", count=1000))):
-            name = K.job_from_schema_key(key.decode())
-            if name is not None:
-                found.append(name)
-        return sorted(found)
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "retries": self.retries, "socket_timeout_s": self.socket_timeout_s}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.url = state["url"]
-        self.retries = state["retries"]
-        self.socket_timeout_s = state["socket_timeout_s"]
-        self._client = None
-
-
-class JobStore:
+class JobStore(JobMeta):
     """One job's reports, decisions, controller states and leases."""
 
     def __init__(self, store: Store, job: str, trial: int | None = None) -> None:
@@ -457,61 +357,3 @@ class JobStore:
         key = self.keys.ctl(name)
         raw = self.store.call(lambda c: c.get(key))
         return state_from_json(raw, key) if raw is not None else None
-
-    # -- leases and metadata -------------------------------------------------------------
-
-    def heartbeat(self, rank: int | None, *, ttl_s: float, info: Mapping[str, Any]) -> None:
-        """Renew the lease of ``rank`` (``None``: the head) for ``ttl_s`` seconds."""
-        key = self.keys.head_lease if rank is None else self.keys.lease(rank)
-        ms = max(1, int(ttl_s * 1000))
-
-        def beat(c: Any) -> None:
-            pipe = c.pipeline(transaction=False)
-            pipe.set(key, dumps(dict(info)), px=ms)
-            if rank is not None:
-                pipe.sadd(self.keys.workers, rank)
-            pipe.execute()
-
-        self.store.call(beat)
-
-    def release(self, rank: int | None) -> None:
-        key = self.keys.head_lease if rank is None else self.keys.lease(rank)
-        self.store.call(lambda c: c.delete(key))
-
-    def alive_workers(self) -> dict[int, dict[str, Any]]:
-        """Rank -> lease info of every rank whose lease has not expired."""
-        ranks = sorted(int(r) for r in self.store.call(lambda c: c.smembers(self.keys.workers)))
-        values = (
-            self.store.call(lambda c: c.mget([self.keys.lease(r) for r in ranks])) if ranks else []
-        )
-        return {
-            r: state_from_json(v, self.keys.lease(r))
-            for r, v in zip(ranks, values, strict=True)
-            if v
-        }
-
-    def head_alive(self) -> bool:
-        return bool(self.store.call(lambda c: c.exists(self.keys.head_lease)))
-
-    def head_info(self) -> dict[str, Any] | None:
-        """The live head's lease info (host, pid, ts), or ``None`` when no head is alive."""
-        raw = self.store.call(lambda c: c.get(self.keys.head_lease))
-        return state_from_json(raw, self.keys.head_lease) if raw is not None else None
-
-    def request_detach(self) -> None:
-        """Ask the job's head to leave the last decision in force and stop."""
-        self.store.call(lambda c: c.hset(self.keys.control, "detach", dumps(time.time())))
-
-    def detach_requested(self) -> bool:
-        return bool(self.store.call(lambda c: c.hexists(self.keys.control, "detach")))
-
-    def clear_detach(self) -> None:
-        self.store.call(lambda c: c.hdel(self.keys.control, "detach"))
-
-    def set_meta(self, **fields: Any) -> None:
-        encoded = {name: dumps(value) for name, value in fields.items()}
-        self.store.call(lambda c: c.hset(self.keys.meta, mapping=encoded))
-
-    def meta(self) -> dict[str, Any]:
-        raw = self.store.call(lambda c: c.hgetall(self.keys.meta))
-        return {f.decode(): json.loads(v) for f, v in raw.items()}
