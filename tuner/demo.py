@@ -97,7 +97,6 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo; returns the summary it prints (also written as ``summary.json``)."""
     console = console or Console()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     job = f"demo-{int(time.time())}"
