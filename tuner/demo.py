@@ -20,9 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tuner.head import start_head, stop_head
+from tuner.demo_runner import run_pair
 from tuner.plot import plot_runs
-from tuner.runtime import local_runtime
 from workers.agent import Agent
 from workers.tasks.charlm import CharLMTask
 
@@ -107,53 +106,39 @@ def run_demo(
         f"({len(task.train_data) / 1e6:.1f} MB), AdamW, {steps} steps, stage τ={tau} steps"
     )
     t0 = time.perf_counter()
-    with local_runtime(redis_url, ray_address) as rt:
-        console.print(f"Redis: {'embedded' if rt.embedded else 'external'}; Ray started; job {job}")
-        start_head(job, rt.redis_url, spec)
-        columns = (
-            TextColumn("{task.description:<9}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}"),
-            TextColumn("stage {task.fields[stage]}"),
-            TimeElapsedColumn(),
+    columns = (
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}"),
+        TextColumn("stage {task.fields[stage]}"),
+        TimeElapsedColumn(),
+    )
+
+    def train(agent: Agent | None, progress: Progress, label: str) -> RunLog:
+        return _train(
+            task, steps=steps, lr=lr, seed=seed, agent=agent, progress=progress, label=label
         )
-        try:
-            with Progress(*columns, console=console) as progress:
-                agent = Agent(rt.store.job(job), rank=0)
-                try:
-                    tuned = _train(
-                        task,
-                        steps=steps,
-                        lr=lr,
-                        seed=seed,
-                        agent=agent,
-                        progress=progress,
-                        label="tautune",
-                    )
-                finally:
-                    agent.close()
-                constant = _train(
-                    task,
-                    steps=steps,
-                    lr=lr,
-                    seed=seed,
-                    agent=None,
-                    progress=progress,
-                    label="constant",
-                )
-            head = stop_head(job)
-            decisions = rt.store.job(job).decisions()
-        except BaseException:
-            stop_head(job)
-            raise
+
+    pair = run_pair(
+        train,
+        job=job,
+        spec=spec,
+        baseline_label="constant",
+        console=console,
+        columns=columns,
+        redis_url=redis_url,
+        ray_address=ray_address,
+    )
+    tuned, constant, head, decisions = pair.tuned, pair.baseline, pair.head, pair.decisions
+    console.print(f"Redis: {'embedded' if pair.embedded_redis else 'external'}; job {job}")
     summary = {
         "job": job,
         "steps": steps,
         "tau": tau,
         "init_lr": lr,
         "decisions": len(decisions),
-        "stall_s": agent.stall_s,
+        "stall_s": pair.stall_s,
         "wall_s": time.perf_counter() - t0,
         "runs": {
             name: {

@@ -21,8 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from tuner.head import start_head, stop_head
-from tuner.runtime import local_runtime
+from tuner.demo_runner import run_pair
 from workers.agent import Agent
 from workers.arm_loss import arm_metrics, split_loss_by_arm
 from workers.batch_sampler import MixtureBatchSampler
@@ -111,37 +110,22 @@ def run_mixture_demo(
         f"({MIXTURE_METHOD}) decided every {tau} steps; {steps} steps"
     )
     t0 = time.perf_counter()
-    with local_runtime(redis_url, ray_address) as rt:
-        start_head(job, rt.redis_url, spec)
-        try:
-            with Progress(console=console) as progress:
-                agent = Agent(rt.store.job(job), rank=0)
-                try:
-                    tuned = _train(
-                        task,
-                        steps=steps,
-                        lr=lr,
-                        seed=seed,
-                        agent=agent,
-                        progress=progress,
-                        label="tautune",
-                    )
-                finally:
-                    agent.close()
-                uniform = _train(
-                    task,
-                    steps=steps,
-                    lr=lr,
-                    seed=seed,
-                    agent=None,
-                    progress=progress,
-                    label="uniform",
-                )
-            head = stop_head(job)
-            decisions = rt.store.job(job).decisions()
-        except BaseException:
-            stop_head(job)
-            raise
+
+    def train(agent: Agent | None, progress: Progress, label: str) -> dict[str, Any]:
+        return _train(
+            task, steps=steps, lr=lr, seed=seed, agent=agent, progress=progress, label=label
+        )
+
+    pair = run_pair(
+        train,
+        job=job,
+        spec=spec,
+        baseline_label="uniform",
+        console=console,
+        redis_url=redis_url,
+        ray_address=ray_address,
+    )
+    tuned, uniform, head, decisions = pair.tuned, pair.baseline, pair.head, pair.decisions
     summary = {
         "job": job,
         "steps": steps,

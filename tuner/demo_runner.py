@@ -1,0 +1,62 @@
+"""What both demos share: a tuned run and a baseline run, with a head for the tuned one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from rich.console import Console
+from rich.progress import Progress, ProgressColumn
+
+from tuner.head import start_head, stop_head
+from tuner.records import Decision
+from tuner.runtime import local_runtime
+from workers.agent import Agent
+
+R = TypeVar("R")
+
+TrainFn = Callable[[Agent | None, Progress, str], R]
+"""``train(agent, progress, label)``: one run; ``agent`` is ``None`` for the baseline."""
+
+
+@dataclass
+class Pair(Generic[R]):
+    """The two runs, and what the head of the tuned one left behind."""
+
+    tuned: R
+    baseline: R
+    head: dict[str, Any] | None
+    decisions: list[Decision]
+    stall_s: float
+    embedded_redis: bool
+
+
+def run_pair(
+    train: TrainFn[R],
+    *,
+    job: str,
+    spec: Mapping[str, Any],
+    baseline_label: str,
+    console: Console,
+    columns: Sequence[ProgressColumn | str] = (),
+    redis_url: str | None = None,
+    ray_address: str | None = None,
+) -> Pair[R]:
+    """Start Redis, Ray and the job's head; train tuned, then the baseline; clean up."""
+    with local_runtime(redis_url, ray_address) as rt:
+        start_head(job, rt.redis_url, spec)
+        try:
+            with Progress(*columns, console=console) as progress:
+                agent = Agent(rt.store.job(job), rank=0)
+                try:
+                    tuned = train(agent, progress, "tautune")
+                finally:
+                    agent.close()
+                baseline = train(None, progress, baseline_label)
+            head = stop_head(job)
+            decisions = rt.store.job(job).decisions()
+        except BaseException:
+            stop_head(job)
+            raise
+        return Pair(tuned, baseline, head, decisions, agent.stall_s, rt.embedded is not None)
