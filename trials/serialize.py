@@ -128,6 +128,8 @@ def decision_to_json(decision: Decision) -> str:
             "version": decision.version,
             "controller": decision.controller,
             "info": dict(decision.info),
+            "snapshot": decision.snapshot,
+            "restore_from": decision.restore_from,
         }
     )
 
@@ -147,6 +149,8 @@ def decision_from_json(raw: bytes | str, where: str) -> Decision:
             version=_int(obj, "version", where),
             controller=str(obj.get("controller", "")),
             info=obj.get("info") or {},
+            snapshot=bool(obj.get("snapshot", False)),
+            restore_from=obj.get("restore_from"),
         )
     except (ConfigError, ValueError, TypeError) as e:
         raise MalformedEntryError(f"{where}: {e}") from None

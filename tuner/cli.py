@@ -262,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="benchmark methods side by side on a real task and write JSON"
     )
     bench_tasks = bench.add_subparsers(dest="bench_task", metavar="TASK", required=True)
+    from tuner.bench.lr_cli import add_parser as add_lr_benchmarks
     from tuner.bench.mixture_cli import add_parser as add_mixture_benchmarks
 
+    add_lr_benchmarks(bench_tasks)
     add_mixture_benchmarks(bench_tasks)
     return parser
 

@@ -17,6 +17,9 @@ from typing import Any
 
 from tuner.errors import ConfigError, InvalidMetricError
 
+RESTORABLE_METRIC = "restorable"
+"""Metric a worker reports as 1.0 when it carries out snapshot/restore directives."""
+
 
 class DecisionKind(StrEnum):
     """What a decision asks the workers to do over its step range."""
@@ -112,6 +115,11 @@ class Decision:
         version: Set by the store when written; monotonically increasing per job.
         controller: Name of the controller that made the decision.
         info: Free-form JSON-able notes (scores, candidates) for status and plots.
+        snapshot: At ``from_step``, before training that step, every rank saves its
+            training state (model, optimizer, sampler, RNG) under the key ``from_step``.
+        restore_from: At ``from_step`` (after the snapshot, if any), every rank restores the
+            state it saved at that step. Steps keep counting up: a step is one optimizer
+            step of work, so exploration is counted and reports never go backwards.
     """
 
     stage: int
@@ -124,8 +132,19 @@ class Decision:
     version: int = 0
     controller: str = ""
     info: Mapping[str, Any] = field(default_factory=dict)
+    snapshot: bool = False
+    restore_from: int | None = None
 
     def __post_init__(self) -> None:
+        if self.restore_from is not None and not (
+            isinstance(self.restore_from, int)
+            and not isinstance(self.restore_from, bool)
+            and 0 <= self.restore_from <= self.from_step
+        ):
+            raise ConfigError(
+                "Decision.restore_from must be a step in [0, from_step] whose snapshot was "
+                f"taken, got restore_from={self.restore_from!r}, from_step={self.from_step}"
+            )
         if self.stage < 0 or self.from_step < 0:
             raise ConfigError(
                 f"stage and from_step must be >= 0, got {self.stage=}, {self.from_step=}"
@@ -148,6 +167,11 @@ class Decision:
             object.__setattr__(self, "mixture", _frozen(weights))
         object.__setattr__(self, "kind", DecisionKind(self.kind))
         object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
+
+    @property
+    def moves_state(self) -> bool:
+        """Whether workers snapshot or restore at ``from_step``."""
+        return self.snapshot or self.restore_from is not None
 
     def covers(self, step: int) -> bool:
         """Whether ``step`` lies in ``[from_step, until_step)``."""

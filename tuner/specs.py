@@ -16,7 +16,7 @@ from tuner.controllers.mixture import build_mixture
 from tuner.controllers.stagewise import StagewiseConfig, StagewiseLR
 from tuner.errors import ConfigError
 
-LR_METHODS = ("stagewise",)
+LR_METHODS = ("stagewise", "explore", "autolrs")
 
 
 def build_controller(spec: Mapping[str, Any]) -> Controller:
@@ -43,20 +43,41 @@ def build_controller(spec: Mapping[str, Any]) -> Controller:
         return Composite(lr, mix)
     if method in MIXTURE_METHODS:
         return build_mixture({"method": method, **settings})
-    if method == "stagewise":
-        known = {f.name for f in dataclasses.fields(StagewiseConfig)}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) {unknown} for LR method 'stagewise'; known: {sorted(known)}"
-            )
-        if "init_lr" not in settings:
-            raise ConfigError("LR method 'stagewise' needs init_lr (the LR the search starts at)")
-        return StagewiseLR(StagewiseConfig(**settings))
+    if method in LR_METHODS:
+        return _build_lr(method, settings)
     raise ConfigError(
         f"unknown method {method!r}; LR methods: {list(LR_METHODS)}, mixture methods: "
         f"{list(MIXTURE_METHODS)}, or 'composite'"
     )
+
+
+def _build_lr(method: str, settings: dict[str, Any]) -> Controller:
+    """``stagewise`` (the skeleton's search, no restores), ``explore`` (candidates from
+    snapshots; workers pass ``model=`` to ``agent.lr_scheduler``) or ``autolrs`` (AutoLRS
+    as published; needs ``lr_min`` and ``lr_max``)."""
+    from tuner.controllers.autolrs import AutoLRSClassic, AutoLRSConfig
+    from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
+
+    config_cls: Any
+    config_cls, build, required = {
+        "stagewise": (StagewiseConfig, StagewiseLR, ("init_lr",)),
+        "explore": (ExploreConfig, ExploreLR, ("init_lr",)),
+        "autolrs": (AutoLRSConfig, AutoLRSClassic, ("lr_min", "lr_max")),
+    }[method]
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {unknown} for LR method {method!r}; known: {sorted(known)}"
+        )
+    missing = [name for name in required if name not in settings]
+    if missing:
+        raise ConfigError(f"LR method {method!r} needs {', '.join(missing)}")
+    try:
+        config = config_cls(**settings)
+    except TypeError as e:
+        raise ConfigError(f"LR method {method!r}: {e}") from None
+    return build(config)  # type: ignore[no-any-return]
 
 
 def build_population_controller(spec: Mapping[str, Any], trials: int) -> PopulationController:

@@ -3,7 +3,9 @@
 Usage::
 
     agent = Agent.attach()                       # TAUTUNE_JOB, TAUTUNE_REDIS_URL, RANK
-    sched = agent.lr_scheduler(optimizer, base="warmup=100+cosine", total_steps=5000)
+    sched = agent.lr_scheduler(optimizer, base="warmup=100+cosine", total_steps=5000,
+                               model=model)  # model=: lets the controller explore
+                                             # candidates from in-memory snapshots
     for step in range(5000):
         loss = train_step()
         optimizer.step()
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from trials.store import JobStore, Store, resolve_url
 from tuner.errors import ConfigError, StepRegressionError
-from tuner.records import Decision, Report
+from tuner.records import RESTORABLE_METRIC, Decision, Report
 from workers.reporter import Reporter
 
 if TYPE_CHECKING:
@@ -238,13 +240,40 @@ class Agent:
         *,
         total_steps: int | None = None,
         last_epoch: int = -1,
+        model: torch.nn.Module | None = None,
+        sampler: object | None = None,
+        extra_state: Mapping[str, Any] | None = None,
+        snapshot_device: torch.device | str | None = None,
     ) -> TautuneLR:
         """A ``torch.optim.lr_scheduler.LRScheduler`` that applies this job's LR decisions
         and follows ``base`` (a schedule or spec such as ``"warmup=100+cosine"``; default
-        constant at the optimizer's LR) wherever no decision covers a step."""
+        constant at the optimizer's LR) wherever no decision covers a step.
+
+        Pass ``model`` (and the ``sampler`` and any ``extra_state`` objects with
+        ``state_dict()``) to let the LR controller explore candidates from in-memory
+        snapshots: at the steps its decisions name, every rank saves or restores the
+        model, optimizer, sampler and RNG states inside ``scheduler.step()``
+        (:mod:`workers.explore`). Snapshots live beside the tensors unless
+        ``snapshot_device="cpu"``. Without ``model`` the controller explores without
+        restoring.
+        """
+        from workers.explore import StateMover
         from workers.scheduler import TautuneLR
 
-        return TautuneLR(optimizer, self, base=base, total_steps=total_steps, last_epoch=last_epoch)
+        mover = None
+        if model is not None:
+            mover = StateMover(
+                model, optimizer, sampler=sampler, extra=extra_state, device=snapshot_device
+            )
+            self._extra = {**self._extra, RESTORABLE_METRIC: 1.0}
+        return TautuneLR(
+            optimizer,
+            self,
+            base=base,
+            total_steps=total_steps,
+            last_epoch=last_epoch,
+            mover=mover,
+        )
 
     def mixture_sampler(
         self,

@@ -12,6 +12,7 @@ from workers.schedules import BaseSchedule, Constant, parse_schedule
 
 if TYPE_CHECKING:
     from workers.agent import Agent
+    from workers.explore import StateMover
 
 
 class TautuneLR(LRScheduler):
@@ -24,6 +25,11 @@ class TautuneLR(LRScheduler):
 
     With several parameter groups, a decision's LR applies to the first group and the
     others keep their ratio to it (as set by their initial ``lr``).
+
+    With a ``mover`` (:class:`~workers.explore.StateMover`), a decision that snapshots or
+    restores at a step has that done when ``step()`` moves to it, before the LR is set.
+    Without one, such a decision raises :class:`~tuner.errors.ConfigError`: the job's LR
+    controller explores from snapshots, and this worker cannot.
     """
 
     def __init__(
@@ -34,8 +40,10 @@ class TautuneLR(LRScheduler):
         base: str | BaseSchedule | None = None,
         total_steps: int | None = None,
         last_epoch: int = -1,
+        mover: StateMover | None = None,
     ) -> None:
         self.agent = agent
+        self.mover = mover
         first_lr = float(
             optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
         )
@@ -54,6 +62,15 @@ class TautuneLR(LRScheduler):
     def lr_at(self, step: int) -> float:
         """The LR of the first parameter group at optimizer ``step``."""
         decision = self.agent.decision(step) if self.agent is not None else None
+        if decision is not None and decision.moves_state and decision.from_step == step:
+            if self.mover is None:
+                raise ConfigError(
+                    f"decision v{decision.version} asks every rank to snapshot or restore its "
+                    f"training state at step {step}, and this worker cannot: pass model= (and "
+                    "sampler=, if any) to agent.lr_scheduler(), or run the job with an LR "
+                    "controller that does not restore (lr.restore=false)"
+                )
+            self.mover.apply(step, decision)
         lr = decision.lr_at(step) if decision is not None else None
         if lr is None:
             lr = self.base.lr(step)
@@ -66,7 +83,11 @@ class TautuneLR(LRScheduler):
         return [lr * ratio for ratio in self._ratios]
 
     def state_dict(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "agent", "base")}
+        state = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("optimizer", "agent", "base", "mover")
+        }
         state["base"] = self.base.to_spec()
         return state
 

@@ -11,9 +11,10 @@ and the "BO" choice reduces to :func:`autolrs_classic_pick` among them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-from tuner.bo.surrogate import LRSurrogate
+from tuner.bo.surrogate import GRID, LRSurrogate
 from tuner.errors import ConfigError
 
 AUTOLRS_KAPPA = 1e6
@@ -41,10 +42,17 @@ def autolrs_classic_suggest(
             f"lrs and losses must have the same length, got {len(lrs)} and {len(losses)}"
         )
     surrogate = LRSurrogate(bounds, window=max(len(lrs), 2), seed=seed, n_init=1)
-    if lrs:
-        surrogate.fit([[float(lr)] for lr in lrs], [float(v) for v in losses])
-    return surrogate.suggest(1, acquisition="ucb", kappa=kappa)[0]
-
+    if not lrs:
+        return surrogate.suggest(1)[0]  # the first point of a scrambled Sobol sequence
+    surrogate.fit([[float(lr)] for lr in lrs], [float(v) for v in losses])
+    # With kappa = 1e6, botorch's acquisition optimizer meets infinite values in its
+    # initial-condition sampler; the LCB's minimizer over a dense log-LR grid is the same
+    # point without that numerical trouble.
+    lo, hi = (math.log(b) for b in surrogate.bounds)
+    grid = [math.exp(lo + (hi - lo) * i / (GRID - 1)) for i in range(GRID)]
+    mean, std = surrogate.predict(grid)
+    lcb = [m - kappa * s for m, s in zip(mean, std, strict=True)]
+    return grid[min(range(GRID), key=lcb.__getitem__)]
 
 def autolrs_classic_pick(lrs: Sequence[float], losses: Sequence[float]) -> float:
     """The LR a classic stage trains with: the candidate of least (forecast) loss."""

@@ -1,0 +1,169 @@
+"""The default LR controller (explore from snapshots), driven in-process on the NQM."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import pytest
+
+from tuner.bench.lr import NQMTrainable
+from tuner.bench.lr_run import run_controller
+from tuner.bench.nqm import NQM
+from tuner.controllers.base import Plan
+from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
+from tuner.errors import ConfigError
+from tuner.records import Decision, DecisionKind, Report
+
+STEPS = 1200
+
+
+class Recorder(ExploreLR):
+    """Keeps every decision accepted, to check the protocol."""
+
+    def __init__(self, config: ExploreConfig) -> None:
+        super().__init__(config)
+        self.accepted: list[Decision] = []
+
+    def accept(self, decision: Decision) -> None:
+        self.accepted.append(decision)
+        super().accept(decision)
+
+
+def _run(**kw: Any) -> tuple[Recorder, Any]:
+    cfg = ExploreConfig(init_lr=0.2, lr_min=0.005, lr_max=2.0, total_steps=STEPS, seed=0, **kw)
+    ctl = Recorder(cfg)
+    result = run_controller(
+        "explore",
+        NQMTrainable(NQM(seed=0)),
+        ctl,
+        lambda s: 0.2,
+        total_steps=STEPS,
+        eval_every=100,
+        seed=0,
+    )
+    return ctl, result
+
+
+def test_a_stage_snapshots_probes_cools_down_and_keeps_the_winners_steps() -> None:
+    ctl, result = _run()
+    d = ctl.accepted
+    probes = [x for x in d if x.info["segment"]["role"] == "probe"]
+    tails = [x for x in d if x.info["segment"]["role"] == "tail"]
+    commits = [x for x in d if x.kind == DecisionKind.COMMIT]
+    assert probes[0].snapshot and probes[0].restore_from is None
+    stage_start = probes[0].from_step
+    # every later probe restarts from the stage's snapshot, in ascending LR order
+    assert all(p.restore_from == stage_start for p in probes[1:])
+    lrs = [p.lr for p in probes]
+    assert lrs == sorted(lrs) and len(set(lrs)) == len(lrs)
+    # a tail snapshots the candidate's pre-tail state and decays its LR
+    for t in tails:
+        assert t.snapshot and t.lr_end is not None and t.lr is not None and t.lr_end < t.lr
+    # the commit restores one candidate's pre-tail snapshot: its probe steps are kept
+    commit = commits[0]
+    assert commit.restore_from in {t.from_step for t in tails}
+    # decisions tile the run with no gap or overlap, up to the last step
+    for a, b in itertools.pairwise(d):
+        assert a.until_step == b.from_step
+    assert d[-1].until_step == STEPS and ctl.done
+    # the commit decays linearly to 0 at the end (default shape)
+    assert d[-1].lr_end == 0.0
+    # the steps thrown away stay within the budget
+    assert 0.5 * ctl.config.explore_budget * STEPS < result.exploration_steps
+    assert result.exploration_steps <= ctl.config.explore_budget * STEPS
+
+
+def test_the_chosen_lr_is_between_the_best_candidates_neighbours() -> None:
+    ctl, _ = _run()
+    stage = ctl.stages[0]
+    scores = stage["scores"]
+    cands = stage["candidates"]
+    best = min(range(len(scores)), key=lambda j: scores[j] if scores[j] is not None else 1e9)
+    lo = cands[max(best - 1, 0)]
+    hi = cands[min(best + 1, len(cands) - 1)]
+    assert lo <= stage["lr"] <= hi
+
+
+def test_a_diverging_candidate_skips_every_larger_one() -> None:
+    # On the NQM an LR above 2/max(h) = 2 diverges: let the range reach far past it.
+    cfg = ExploreConfig(init_lr=1.0, lr_min=0.01, lr_max=64.0, total_steps=STEPS)
+    ctl = Recorder(cfg)
+    run_controller(
+        "explore",
+        NQMTrainable(NQM(seed=1)),
+        ctl,
+        lambda s: 0.5,
+        total_steps=STEPS,
+        eval_every=100,
+        seed=1,
+    )
+    probes = [x for x in ctl.accepted if x.info["segment"]["role"] == "probe"]
+    tried = [p.lr for p in probes]
+    assert tried[-1] is not None and tried[-1] > 2.0  # the first unstable candidate ran...
+    assert len(tried) < len(ctl.stages[0]["candidates"])  # ...and the larger ones did not
+    assert ctl.stages[0]["lr"] < 2.0  # the winner is stable
+    tails = {x.info["segment"]["cand"] for x in ctl.accepted if x.info["segment"]["role"] == "tail"}
+    assert len(tried) - 1 not in tails  # the unstable one got no cool-down
+
+
+def test_state_round_trip_mid_stage_gives_the_same_decisions() -> None:
+    cfg = ExploreConfig(init_lr=0.2, lr_min=0.005, lr_max=2.0, total_steps=STEPS, seed=3)
+    a = ExploreLR(cfg)
+    b: ExploreLR | None = None
+    made: dict[str, list[Decision]] = {"a": [], "b": []}
+    nqm = NQM(seed=3)
+    split = 90  # inside stage 0's probes
+    for step in range(400):
+        if step == split:
+            b = ExploreLR(cfg)
+            b.load_state_dict(a.state_dict())
+        for name, ctl in (("a", a), ("b", b)):
+            if ctl is None:
+                continue
+            while (d := ctl.propose(Plan(horizon=step - 1, last_step=step - 1))) is not None:
+                stored = d.with_version(len(made[name]) + 1)
+                made[name].append(stored)
+                ctl.accept(stored)
+        report = Report(rank=0, step=step, metrics={"loss": nqm.step(0.1), "restorable": 1.0})
+        a.observe([report])
+        if b is not None:
+            b.observe([report])
+    assert b is not None and b.reports_seen == a.reports_seen == 400
+    after = [d for d in made["a"] if d.from_step >= split]
+    assert len(after) >= 3  # the rest of the stage was decided after the split
+    strip = [dataclasses.replace(d, version=0) for d in after]
+    assert [dataclasses.replace(d, version=0) for d in made["b"]] == strip
+    assert b.state_dict() == a.state_dict()
+
+
+def test_waits_for_a_first_report_and_holds_without_restorable_workers() -> None:
+    ctl = ExploreLR(ExploreConfig(init_lr=0.1, total_steps=1000))
+    assert ctl.propose(Plan(horizon=-1, last_step=-1)) is None
+    ctl.observe([Report(rank=0, step=0, metrics={"loss": 1.0})])  # no "restorable"
+    d = ctl.propose(Plan(horizon=0, last_step=0))
+    assert d is not None and not d.moves_state and d.kind == DecisionKind.COMMIT
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"init_lr": 0.0},
+        {"init_lr": 1.0, "lr_min": 2.0},
+        {"init_lr": 1.0, "explore_budget": 1.5},
+        {"init_lr": 1.0, "shape": "cosine"},
+        {"init_lr": 1.0, "total_steps": 50, "stages": 4},
+    ],
+)
+def test_bad_settings_are_refused(kw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        ExploreConfig(**kw)
+
+
+def test_malformed_state_is_refused() -> None:
+    ctl = ExploreLR(ExploreConfig(init_lr=0.1, total_steps=1000))
+    state = ctl.state_dict()
+    del state["cands"]
+    with pytest.raises(ConfigError, match="malformed"):
+        ExploreLR(ExploreConfig(init_lr=0.1, total_steps=1000)).load_state_dict(state)

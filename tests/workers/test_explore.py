@@ -1,0 +1,156 @@
+"""Snapshot and restore directives, carried out by the agent's scheduler on a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from trials.store import JobStore, Store
+from tuner.errors import ConfigError
+from tuner.records import Decision, DecisionKind
+from workers.agent import Agent
+from workers.explore import StateMover
+
+
+@pytest.fixture
+def job(store: Store) -> JobStore:
+    return store.job("explore-worker")
+
+
+@pytest.fixture
+def agent(job: JobStore) -> Iterator[Agent]:
+    a = Agent(job, rank=0, sync=False, flush_every=4)
+    yield a
+    a.close()
+
+
+def _commit(job: JobStore, decisions: list[Decision]) -> None:
+    for d in decisions:
+        job.commit(expected_version=job.version(), decision=d)
+
+
+def _problem() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    x = torch.randn(512, 8)
+    y = x @ torch.randn(8, 1)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    return model, opt, x, y
+
+
+def _train(agent: Agent, steps: int) -> tuple[list[float], list[float], StateMover]:
+    """Train with random batches from the global RNG; per-step losses and LRs."""
+    model, opt, x, y = _problem()
+    sched = agent.lr_scheduler(opt, model=model)
+    assert sched.mover is not None
+    losses, lrs = [], []
+    for step in range(steps):
+        idx = torch.randint(0, 512, (32,))
+        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        losses.append(loss.item())
+        lrs.append(opt.param_groups[0]["lr"])
+        agent.report(step, loss=loss.item())
+        sched.step()
+    return losses, lrs, sched.mover
+
+
+def test_restore_repeats_the_candidate_bit_for_bit(job: JobStore, agent: Agent) -> None:
+    # steps 10-19 and 20-29 train the same LR from the same snapshot: identical losses
+    _commit(
+        job,
+        [
+            Decision(
+                stage=0,
+                kind=DecisionKind.EXPLORE,
+                from_step=10,
+                until_step=20,
+                lr=3e-2,
+                snapshot=True,
+            ),
+            Decision(
+                stage=1,
+                kind=DecisionKind.EXPLORE,
+                from_step=20,
+                until_step=30,
+                lr=3e-2,
+                restore_from=10,
+            ),
+            Decision(
+                stage=2,
+                kind=DecisionKind.COMMIT,
+                from_step=30,
+                until_step=40,
+                lr=1e-3,
+                restore_from=10,
+            ),
+        ],
+    )
+    losses, lrs, mover = _train(agent, 40)
+    assert losses[10:20] == losses[20:30]  # bit-exact, not approximately
+    assert lrs[10:30] == [3e-2] * 20
+    # the commit restarts from the same state with another LR: same first loss, then not
+    assert losses[30] == losses[10] and losses[31] != losses[11]
+    assert mover.snapshots_taken == 1 and mover.restores == 2
+    # steps kept counting up through the restores, and the reports say so
+    agent.flush()
+    assert agent.reports_sent == 40
+
+
+def test_a_worker_that_cannot_restore_says_why(job: JobStore, agent: Agent) -> None:
+    _commit(
+        job,
+        [
+            Decision(
+                stage=0,
+                kind=DecisionKind.EXPLORE,
+                from_step=3,
+                until_step=6,
+                lr=0.1,
+                snapshot=True,
+            )
+        ],
+    )
+    _, opt, _, _ = _problem()
+    sched = agent.lr_scheduler(opt)  # no model=: cannot restore
+    sched.step()
+    sched.step()
+    with pytest.raises(ConfigError, match="pass model="):
+        sched.step()
+
+
+def test_restoring_a_snapshot_this_rank_never_took_is_an_error() -> None:
+    model, opt, _, _ = _problem()
+    mover = StateMover(model, opt)
+    d = Decision(stage=0, kind=DecisionKind.COMMIT, from_step=5, lr=0.1, restore_from=2)
+    with pytest.raises(ConfigError, match="holds snapshots of steps"):
+        mover.apply(5, d)
+
+
+def test_directives_run_once_per_decision_and_old_snapshots_are_dropped() -> None:
+    model, opt, _, _ = _problem()
+    mover = StateMover(model, opt)
+    take = Decision(stage=0, kind=DecisionKind.EXPLORE, from_step=0, lr=0.1, snapshot=True)
+    assert not mover.apply(0, take) and not mover.apply(0, take)
+    assert mover.snapshots_taken == 1
+    later = Decision(
+        stage=1, kind=DecisionKind.EXPLORE, from_step=5, lr=0.1, snapshot=True, restore_from=0
+    ).with_version(2)
+    assert mover.apply(5, later)
+    again = Decision(
+        stage=2, kind=DecisionKind.COMMIT, from_step=9, lr=0.1, restore_from=5
+    ).with_version(3)
+    assert mover.apply(9, again)
+    assert mover.store.keys() == [5]  # the snapshot of step 0 is older than any restore to come
+
+
+def test_agent_reports_that_it_can_restore(job: JobStore, agent: Agent) -> None:
+    _train(agent, 3)
+    agent.flush()
+    job.ensure_group()
+    reports = [r for _, r in job.read_reports("test").reports]
+    assert reports and all(r.metrics.get("restorable") == 1.0 for r in reports)

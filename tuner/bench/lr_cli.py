@@ -1,0 +1,101 @@
+"""Command line of the LR benchmarks: ``tautune bench nqm|charlm|digits|lr``.
+
+``tautune bench lr --out docs`` runs all three tasks and regenerates docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+# Light at import: ``tautune --help`` builds this parser without importing torch.
+
+TASK_HELP = {
+    "nqm": "a noisy quadratic model with exact expected loss and an optimal schedule",
+    "charlm": "a byte-level LM on the standard library's source (AdamW)",
+    "digits": "an MLP on scikit-learn's bundled digits (SGD + Nesterov)",
+}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+
+
+def _one(task: str, args: argparse.Namespace) -> dict[str, Any]:
+    from tuner.bench.lr import BenchConfig, run_bench
+
+    cfg = BenchConfig(
+        task=task,
+        seeds=args.seeds or ((0, 1) if args.quick else (0, 1, 2)),
+        quick=args.quick,
+        jobs=args.jobs,
+        methods=tuple(args.methods.split(",")) if args.methods else (),
+        steps=args.steps,
+    )
+    done = 0
+
+    def progress(run: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
+        print(
+            f"[{task} {done}] {run['method']} seed={run['seed']} final={run['final_loss']:.4f} "
+            f"{run['wall_s']:.0f}s",
+            flush=True,
+        )
+
+    doc = run_bench(cfg, progress)
+    path = Path(args.json) if args.json and task == args.bench_task else None
+    if path is None:
+        base = Path(args.out) if args.out else Path(".")
+        path = base / f"bench-{task}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+    print(f"wrote {path}")
+    for row in doc["summary"]:
+        print(
+            f"  {row['method']:<18} final {row['final_loss_median']:.4f}  "
+            f"steps_to_target {row['steps_to_target_median']}  reached {row['reached']}"
+        )
+    if doc.get("done_when"):
+        print(f"  done_when: {json.dumps(doc['done_when'])}")
+    return doc
+
+
+def _run(args: argparse.Namespace) -> int:
+    tasks = list(TASK_HELP) if args.bench_task == "lr" else [args.bench_task]
+    docs = [_one(task, args) for task in tasks]
+    if args.out:
+        from tuner.bench.lr_docs import write_docs
+
+        out = Path(args.out)
+        written = write_docs(docs, out / "benchmarks.md", out)
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``nqm``, ``charlm``, ``digits`` and ``lr`` under ``tautune bench``."""
+    for task, text in [*TASK_HELP.items(), ("lr", "all three LR tasks, then the docs page")]:
+        p = subparsers.add_parser(
+            task,
+            help=f"LR schedule methods on {text}",
+            description=(
+                f"Train tautune, autolrs-classic, cosine-grid-best (6-point peak grid), "
+                f"linear and constant (at the grid's best peak), and on nqm the optimal "
+                f"schedule, on {text}; same steps and seeds for each. Writes JSON; with "
+                "--out also the markdown page and plots. CPU only."
+            ),
+        )
+        p.add_argument("--json", metavar="PATH", help="JSON output (default bench-TASK.json)")
+        p.add_argument("--seeds", type=_ints, help="comma-separated seeds (default 0,1,2)")
+        p.add_argument("--steps", type=int, help="steps per run (default per task)")
+        p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, short runs")
+        p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+        p.add_argument("--methods", help="comma-separated subset of the methods")
+        p.add_argument("--out", metavar="DIR", help="write JSON, docs and plots into DIR")
+        p.set_defaults(func=_run, bench_task=task)
