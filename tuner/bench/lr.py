@@ -322,15 +322,16 @@ def run_bench(
     other = [RunSpec(m, m, s) for m in methods if m in (*CONTROLLERS, "optimal") for s in cfg.seeds]
     first = _run_all(cfg, grid_specs + other, progress)
     grid_runs = first[: len(grid_specs)]
-    by_peak: dict[str, list[float]] = {}
+    by_peak: dict[float, list[float]] = {}
     for spec, run in zip(grid_specs, grid_runs, strict=True):
-        by_peak.setdefault(f"{spec.peak:.6g}", []).append(run["final_loss"])
-    best_peak = float(min(by_peak, key=lambda p: median(by_peak[p])))
-    grid_medians = {p: median(v) for p, v in by_peak.items()}
+        assert spec.peak is not None
+        by_peak.setdefault(spec.peak, []).append(run["final_loss"])
+    best_peak = min(by_peak, key=lambda p: _nan_last(median(by_peak[p])))
+    grid_medians = {f"{p:.6g}": median(v) for p, v in by_peak.items()}
     grid_total = GRID_POINTS * cfg.total_steps
     runs: list[dict[str, Any]] = []
     for spec, run in zip(grid_specs, grid_runs, strict=True):
-        if spec.peak is not None and math.isclose(spec.peak, best_peak, rel_tol=1e-6):
+        if spec.peak == best_peak:
             info = {"peak": best_peak, "grid": grid_medians, "grid_total_steps": grid_total}
             runs.append({**run, "method": "cosine-grid-best", "info": info})
     runs += first[len(grid_specs) :]
@@ -362,6 +363,10 @@ def run_bench(
             "results": runs,
         }
     )
+
+
+def _nan_last(x: float) -> float:
+    return math.inf if math.isnan(x) else x
 
 
 def command_line(cfg: BenchConfig) -> str:
