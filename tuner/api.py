@@ -26,7 +26,7 @@ from typing import Any
 from trials.keys import check_job_name
 from tuner.errors import ConfigError
 from tuner.records import Decision
-from tuner.specs import build_controller
+from tuner.specs import build_controller, lr_settings
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,11 @@ class LRSpec:
         init_lr: LR the search starts from.
         tau: Stage length: the LR may change every ``tau`` steps.
         total_steps: Length of the run; enables the final anneal.
-        method: Controller (``"stagewise"``).
+        method: Controller: ``"stagewise"`` (the default; ABBA probes, no restores),
+            ``"explore"`` (candidates from in-memory snapshots; the workers pass
+            ``model=`` to ``agent.lr_scheduler``) or ``"autolrs"`` (AutoLRS as published;
+            needs ``lr_min`` and ``lr_max``). Settings a method does not know (``tau`` for
+            ``explore``) are left out of its spec.
         lr_min, lr_max: Search bounds (default ``init_lr/100``, ``init_lr*100``).
         warmup_steps: Steps left to the workers' base schedule first.
         anneal_fraction: Fraction of ``total_steps`` at the end that decays to ``final_lr``.
@@ -56,7 +60,10 @@ class LRSpec:
 
     def to_spec(self) -> dict[str, Any]:
         """The controller spec (JSON data) the head is started with."""
-        spec = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        known = lr_settings(self.method) | {"method"}
+        spec = {
+            k: v for k, v in dataclasses.asdict(self).items() if v is not None and k in known
+        }
         build_controller(spec)  # validates
         return spec
 

@@ -51,20 +51,30 @@ def build_controller(spec: Mapping[str, Any]) -> Controller:
     )
 
 
+def _lr_configs() -> dict[str, tuple[Any, Any, tuple[str, ...]]]:
+    from tuner.controllers.autolrs import AutoLRSClassic, AutoLRSConfig
+    from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
+
+    return {
+        "stagewise": (StagewiseConfig, StagewiseLR, ("init_lr",)),
+        "explore": (ExploreConfig, ExploreLR, ("init_lr",)),
+        "autolrs": (AutoLRSConfig, AutoLRSClassic, ("lr_min", "lr_max")),
+    }
+
+
+def lr_settings(method: str) -> set[str]:
+    """The settings LR method ``method`` knows."""
+    if method not in LR_METHODS:
+        raise ConfigError(f"unknown LR method {method!r}; LR methods: {list(LR_METHODS)}")
+    return {f.name for f in dataclasses.fields(_lr_configs()[method][0])}
+
+
 def _build_lr(method: str, settings: dict[str, Any]) -> Controller:
     """``stagewise`` (the skeleton's search, no restores), ``explore`` (candidates from
     snapshots; workers pass ``model=`` to ``agent.lr_scheduler``) or ``autolrs`` (AutoLRS
     as published; needs ``lr_min`` and ``lr_max``)."""
-    from tuner.controllers.autolrs import AutoLRSClassic, AutoLRSConfig
-    from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
-
-    config_cls: Any
-    config_cls, build, required = {
-        "stagewise": (StagewiseConfig, StagewiseLR, ("init_lr",)),
-        "explore": (ExploreConfig, ExploreLR, ("init_lr",)),
-        "autolrs": (AutoLRSConfig, AutoLRSClassic, ("lr_min", "lr_max")),
-    }[method]
-    known = {f.name for f in dataclasses.fields(config_cls)}
+    config_cls, build, required = _lr_configs()[method]
+    known = lr_settings(method)
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(

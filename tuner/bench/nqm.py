@@ -197,6 +197,10 @@ class NQM:
             ConfigError: ``lr`` is negative or not finite.
         """
         lr = _check_lr(lr)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run reaches inf
+            return self._step(lr)
+
+    def _step(self, lr: float) -> float:
         loss = 0.5 * float(self._h @ (self._theta * self._theta))
         noise = self._rng.standard_normal(self.cfg.dim) * self._noise_std
         self._theta = self._theta - lr * (self._h * self._theta + noise)

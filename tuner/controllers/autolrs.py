@@ -215,9 +215,11 @@ class AutoLRSClassic(LRController):
                 continue
             try:
                 fit = self.forecaster.fit(steps, values)
-                value = float(fit.predict(float(self.tau)))
+                value = float(fit.predict(float(lo + self.tau)))  # tau steps after its start
             except ConfigError:
                 value = values[-1]
+            except OverflowError:
+                value = math.inf
             out.append(value if math.isfinite(value) else None)
         finite = [v for v in out if v is not None]
         worst = max(finite) if finite else 0.0

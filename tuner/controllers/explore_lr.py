@@ -47,7 +47,9 @@ from tuner.controllers.curves import StepCurve
 from tuner.errors import ConfigError
 from tuner.records import RESTORABLE_METRIC, Decision, DecisionKind, Report
 
-FIRST_STAGE_FACTORS = (1 / 16, 1 / 4, 1.0, 4.0, 16.0)
+FIRST_STAGE_FACTORS = (1 / 4, 1.0, 4.0)
+EXTEND = 4.0  # factor of a candidate added beyond the best one at the edge
+MAX_EXTENSIONS = 2
 MIN_PROBE = 6
 
 
@@ -60,6 +62,8 @@ class ExploreConfig:
         lr_min, lr_max: Search bounds; default ``init_lr/100`` and ``init_lr*100``.
         total_steps: Work steps of the run, exploration included.
         warmup_steps: Steps left to the base schedule (its warmup) before the first stage.
+        explore_at: Fraction of ``total_steps`` trained on the base schedule before the
+            first stage (at least ``warmup_steps``).
         explore_budget: Fraction of ``total_steps`` spent on steps that are not kept.
         stages: Exploration stages.
         shape: ``"linear"``: the last stage's commit decays linearly to ``final_lr`` at
@@ -83,6 +87,7 @@ class ExploreConfig:
     lr_max: float | None = None
     total_steps: int | None = None
     warmup_steps: int = 0
+    explore_at: float = 0.0
     explore_budget: float = 0.1
     stages: int = 1
     shape: str = "linear"
@@ -103,6 +108,8 @@ class ExploreConfig:
         lo, hi = self.bounds
         if not 0 < lo <= self.init_lr <= hi:
             raise ConfigError(f"need 0 < lr_min <= init_lr <= lr_max, got {lo=}, {hi=}")
+        if not 0 <= self.explore_at < 1:
+            raise ConfigError(f"explore_at must be in [0, 1), got {self.explore_at=}")
         if not 0 < self.explore_budget < 1:
             raise ConfigError(f"explore_budget must be in (0, 1), got {self.explore_budget=}")
         if self.stages < 1 or self.candidates < 2:
@@ -129,6 +136,12 @@ class ExploreConfig:
         return lo, hi
 
     @property
+    def first_stage(self) -> int:
+        """Where the first exploration stage starts."""
+        late = round(self.explore_at * self.total_steps) if self.total_steps else 0
+        return max(self.warmup_steps, late)
+
+    @property
     def anneal_start(self) -> int | None:
         if self.total_steps is None:
             return None
@@ -141,7 +154,7 @@ class ExploreConfig:
         """Nominal work steps of one stage."""
         if self.total_steps is None or self.anneal_start is None:
             return self.stage_steps
-        return (self.anneal_start - self.warmup_steps) // self.stages
+        return (self.anneal_start - self.first_stage) // self.stages
 
     @property
     def probe_steps(self) -> int:
@@ -149,7 +162,7 @@ class ExploreConfig:
         f = self.tail_fraction
         per_c = [
             (k - 1) * (1 + f) + f
-            for k in [len(FIRST_STAGE_FACTORS)] + [self.candidates] * (self.stages - 1)
+            for k in [len(FIRST_STAGE_FACTORS) + 1] + [self.candidates] * (self.stages - 1)
         ]
         if self.total_steps is None:
             return max(MIN_PROBE, int(self.explore_budget * self.stage_steps / per_c[-1]))
@@ -203,6 +216,8 @@ class ExploreLR(LRController):
         if role == "probe" and seg["cand"] == 0:
             self.stage, self.stage_start = seg["stage"], decision.from_step
             self.cands = [{"lr": lr, "status": "pending"} for lr in seg["cands"]]
+        if role == "probe" and seg["cand"] == len(self.cands):
+            self.cands.append({"lr": seg["lr"], "status": "pending", "added": True})
         if role in ("probe", "tail"):
             cand = self.cands[seg["cand"]]
             cand["status"] = role
@@ -271,7 +286,7 @@ class ExploreLR(LRController):
         if last is None:
             if self.restorable is None:
                 return None  # wait for a first report: can the workers restore?
-            start = max(c.warmup_steps, plan.horizon + 1)
+            start = max(c.first_stage, plan.horizon + 1)
             return self._stage_start(0, start, plan)
         until = last["until"]
         if until is None or plan.horizon >= until:
@@ -292,9 +307,30 @@ class ExploreLR(LRController):
         if role == "probe" and not self._hopeless(j):
             return {"role": "tail", "cand": j, "scores": scores}
         nxt = j + 1
-        if nxt < len(self.cands) and not self._stop_after(j, scores):
+        stop = self._stop_after(j, scores)
+        if nxt < len(self.cands) and not stop:
             return {"role": "probe", "cand": nxt, "scores": scores}
+        extra = self._extension(scores, stop)
+        if extra is not None:
+            return {"role": "probe", "cand": len(self.cands), "lr": extra, "scores": scores}
         return {"role": "commit", "scores": scores}
+
+    def _extension(self, scores: dict[str, float], blew_up: bool) -> float | None:
+        """An LR beyond the edge when the best candidate is the smallest or the largest one
+        tried (the optimum is not bracketed yet), at most ``MAX_EXTENSIONS`` per stage."""
+        added = sum(1 for cand in self.cands if cand.get("added"))
+        if added >= MAX_EXTENSIONS:
+            return None
+        win = self._winner_from(scores)
+        if win is None:
+            return None
+        lo, hi = self.config.bounds
+        lrs = [float(cand["lr"]) for cand in self.cands]
+        if lrs[win] == min(lrs) and min(lrs) / EXTEND >= lo:
+            return min(lrs) / EXTEND
+        if lrs[win] == max(lrs) and not blew_up and max(lrs) * EXTEND <= hi:
+            return max(lrs) * EXTEND
+        return None
 
     def _stage_start(self, stage: int, start: int, plan: Plan) -> dict[str, Any]:
         c = self.config
@@ -429,7 +465,9 @@ class ExploreLR(LRController):
             kind, lr, until = DecisionKind.COMMIT, self.lr_now, start + c.stage_span
         elif role == "probe":
             cands = seg["cands"] if seg["cand"] == 0 else [x["lr"] for x in self.cands]
-            kind, lr, until = DecisionKind.EXPLORE, cands[seg["cand"]], start + c.probe_steps
+            j = seg["cand"]
+            lr = cands[j] if j < len(cands) else seg["lr"]
+            kind, until = DecisionKind.EXPLORE, start + c.probe_steps
             if seg["cand"] == 0:
                 kw["snapshot"] = True
             else:
@@ -447,7 +485,7 @@ class ExploreLR(LRController):
                 kind, lr = DecisionKind.COMMIT, self._refined_lr(win, seg["scores"])
                 kw["restore_from"] = self.cands[win]["tail"][0]
             seg["lr"] = lr
-            nominal = c.warmup_steps + (self.stage + 1) * c.stage_span
+            nominal = c.first_stage + (self.stage + 1) * c.stage_span
             until = max(nominal, start + c.probe_steps)
             if c.anneal_start is not None and until + 2 * c.probe_steps > c.anneal_start:
                 until = c.anneal_start
@@ -483,10 +521,15 @@ class ExploreLR(LRController):
         winner's kept steps at that LR."""
         lrs = [float(c["lr"]) for c in self.cands]
         lr = lrs[win]
-        if not (0 < win < len(lrs) - 1) or str(win - 1) not in scores or str(win + 1) not in scores:
+        order = sorted(range(len(lrs)), key=lrs.__getitem__)
+        pos = order.index(win)
+        if not 0 < pos < len(order) - 1:
             return lr
-        x = [math.log(lrs[j]) for j in (win - 1, win, win + 1)]
-        y = [scores[str(j)] for j in (win - 1, win, win + 1)]
+        trio = (order[pos - 1], win, order[pos + 1])
+        if any(str(j) not in scores for j in trio):
+            return lr
+        x = [math.log(lrs[j]) for j in trio]
+        y = [scores[str(j)] for j in trio]
         num = (x[1] - x[0]) ** 2 * (y[1] - y[2]) - (x[1] - x[2]) ** 2 * (y[1] - y[0])
         den = (x[1] - x[0]) * (y[1] - y[2]) - (x[1] - x[2]) * (y[1] - y[0])
         if den == 0 or not math.isfinite(num / den):
