@@ -73,7 +73,12 @@ def _run(args: argparse.Namespace) -> int:
         from tuner.bench.lr_docs import write_docs
 
         out = Path(args.out)
-        written = write_docs(docs, out / "benchmarks.md", out)
+        command = None
+        if args.bench_task == "lr":
+            command = f"tautune bench lr --out {args.out} --jobs {args.jobs}"
+            if args.quick:
+                command += " --quick"
+        written = write_docs(docs, out / "benchmarks.md", out, regenerate=command)
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

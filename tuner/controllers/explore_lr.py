@@ -1,9 +1,12 @@
-"""tautune's default LR controller: paired candidates from a snapshot, scored after a cool-down.
+"""tautune's ``explore`` LR controller: paired candidates from a snapshot, scored after a
+cool-down, then a linear decay to zero.
 
-The run (``total_steps`` of work, exploration included) is laid out as: the base schedule's
-warmup, ``stages`` exploration stages, then a linear decay to ``final_lr`` over the last
-``anneal_fraction`` (warmup-stable-decay; linear decay to zero is the strongest simple
-shape at a fixed budget, Bergsma et al. 2025). Each stage:
+The run (``total_steps`` of work, exploration included) is laid out as: the base schedule
+until ``first_stage`` (its warmup, or ``explore_at`` of the run), ``stages`` exploration
+stages, and the decay. With the default ``shape="linear"`` the last stage's commit decays
+linearly to ``final_lr`` at ``total_steps`` (linear decay to zero is the strongest simple
+shape at a fixed budget: Bergsma et al., 2025); ``shape="wsd"`` holds each stage's LR and
+decays over the last ``anneal_fraction``. Each stage:
 
 1. **Snapshot** at the stage's first step (every rank, in memory: :mod:`workers.explore`).
 2. **Probe** each candidate LR, in ascending order, for ``c`` steps from that snapshot. The
@@ -11,27 +14,31 @@ shape at a fixed budget, Bergsma et al. 2025). Each stage:
    candidates are compared on paired data, and the noise they share cancels.
 3. **Cool down** each surviving candidate for ``a = tail_fraction * c`` steps, decaying
    linearly to ``tail_end_ratio`` of its LR, after snapshotting its pre-tail state. The score
-   is the loss at the end of the tail. Comparing raw short-horizon losses favours small LRs
-   (their noise floor is low now; Wu et al., ICLR 2018); comparing cooled-down losses
-   measures the progress an LR made, which a final anneal cashes in (the same reason the
-   LR-annealing scaling law of Tissue et al. 2024 separates the two terms).
-4. **Commit** to the winner: restore its pre-tail snapshot, so its ``c`` probe steps are
-   kept, and train at its LR until the next stage.
+   is the loss at the end of the tail. Raw short-horizon losses favour small LRs (their
+   noise floor is low now; Wu et al., ICLR 2018); a cooled-down loss measures the progress
+   an LR made, which the final decay cashes in (the split the LR-annealing scaling law of
+   Tissue et al., 2024, makes between its two terms).
+4. **Bracket**: when the best candidate is the smallest or the largest tried, one more is
+   probed ×/÷4 beyond it (twice at most), so the optimum is bracketed.
+5. **Commit**: the LR is the vertex of a parabola in log-LR through the best candidate and
+   its neighbours (within their midpoints). Training restores the best candidate's
+   pre-tail snapshot, so its ``c`` probe steps are kept, and goes on at that LR.
 
 Early stop: a candidate whose probe ends above the stage's starting loss, or that diverged
-(a worker reported ``diverged``, or the loss rose by half), gets no tail, is scored worst,
-and, since candidates run in ascending order, every larger candidate of the stage is
-skipped.
+(a worker reported ``diverged``, or the loss rose by half), gets no tail and is scored
+worst; since candidates run in ascending order, every larger candidate is skipped.
 
-Candidates come from one botorch GP over (log-LR, progress) carried across stages
-(:class:`~tuner.bo.surrogate.LRSurrogate`), fit on scores centred per stage: stage 0 spans
-``init_lr * 4**[-2..2]``; later stages take the previous winner's neighbours (×½, ×2), the
-GP's best LR at the new progress, and the rest from LogEI, in a trust region of ×/÷
-``trust`` around the winner.
+Stage 0 tries ``init_lr`` ×{¼, 1, 4}. Later stages (``stages > 1``) take candidates from
+one botorch GP over (log-LR, progress) carried across stages
+(:class:`~tuner.bo.surrogate.LRSurrogate`), fit on scores centred per stage: the previous
+LR's neighbours (×½, ×2), the GP's best LR at the new progress and the rest from LogEI, in
+a trust region of ×/÷ ``trust``. In our benchmarks later stages did not pay for
+themselves (short probes late in a run keep preferring the smallest candidate), so one
+stage is the default.
 
-Budget: the steps not kept, ``(k-1)(c+a) + a`` per stage of ``k`` candidates, add up to
-``explore_budget`` of ``total_steps``; ``c`` follows from it. Without ``total_steps`` the
-stages repeat every ``stage_steps`` with no final decay.
+Budget: the steps thrown away, ``(k-1)(c+a) + a`` per stage of ``k`` candidates, add up
+to ``explore_budget`` of ``total_steps``; ``c`` follows from it. Without ``total_steps``
+the stages repeat every ``stage_steps`` and nothing decays.
 """
 
 from __future__ import annotations
