@@ -61,9 +61,7 @@ class LRSpec:
     def to_spec(self) -> dict[str, Any]:
         """The controller spec (JSON data) the head is started with."""
         known = lr_settings(self.method) | {"method"}
-        spec = {
-            k: v for k, v in dataclasses.asdict(self).items() if v is not None and k in known
-        }
+        spec = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k in known}
         build_controller(spec)  # validates
         return spec
 
