@@ -249,13 +249,14 @@ class Agent:
         and follows ``base`` (a schedule or spec such as ``"warmup=100+cosine"``; default
         constant at the optimizer's LR) wherever no decision covers a step.
 
-        Pass ``model`` (and the ``sampler`` and any ``extra_state`` objects with
-        ``state_dict()``) to let the LR controller explore candidates from in-memory
-        snapshots: at the steps its decisions name, every rank saves or restores the
-        model, optimizer, sampler and RNG states inside ``scheduler.step()``
-        (:mod:`workers.explore`). Snapshots live beside the tensors unless
-        ``snapshot_device="cpu"``. Without ``model`` the controller explores without
-        restoring.
+        Pass ``model`` (and the ``sampler``, and in ``extra_state`` any generator the
+        batches are drawn from or other objects with ``state_dict()``) to let the LR
+        controller explore candidates from in-memory snapshots: at the steps its decisions
+        name, every rank saves or restores the model, optimizer, sampler and RNG states
+        inside ``scheduler.step()`` (:mod:`workers.explore`). Snapshots live beside the
+        tensors unless ``snapshot_device="cpu"``. Without ``model``, a controller that
+        restores (``explore``, ``autolrs``) cannot run: ``explore`` holds its LR, and a
+        restore directive raises :class:`~tuner.errors.ConfigError` saying so.
         """
         from workers.explore import StateMover
         from workers.scheduler import TautuneLR

@@ -37,8 +37,9 @@ class StateMover:
         model: The module being trained.
         optimizer: Its optimizer.
         sampler: A sampler with ``state_dict()`` to rewind with the model, if any.
-        extra: Further objects with ``state_dict()``/``load_state_dict()`` to save and
-            restore with the rest, by name (a ``GradScaler``, say).
+        extra: Further state to save and restore with the rest, by name: objects with
+            ``state_dict()``/``load_state_dict()`` (a ``GradScaler``) or ``torch.Generator``
+            objects (the one a DataLoader or a batch sampler draws from).
         device: Where snapshot copies live (``None``: beside the tensors; ``"cpu"``: host).
         max_count: Snapshots kept at most; the oldest is dropped first.
     """
@@ -58,10 +59,12 @@ class StateMover:
         self.sampler = sampler
         self.extra = dict(extra or {})
         for name, obj in self.extra.items():
+            if isinstance(obj, torch.Generator):
+                continue
             if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
                 raise ConfigError(
                     f"extra state {name!r} ({type(obj).__name__}) needs state_dict() and "
-                    "load_state_dict()"
+                    "load_state_dict(), or must be a torch.Generator"
                 )
         self.device = device
         self.store = SnapshotStore(max_count=max_count)
@@ -104,7 +107,11 @@ class StateMover:
         restore_all_ranks(snap, self.model, self.optimizer, None, self.sampler)
         for name, obj in self.extra.items():
             saved = (snap.extra or {}).get(name)
-            if saved is not None:
+            if saved is None:
+                continue
+            if isinstance(obj, torch.Generator):
+                obj.set_state(saved)
+            else:
                 obj.load_state_dict(saved)
         self.restores += 1
         for old in self.store:
@@ -113,7 +120,10 @@ class StateMover:
         return True
 
     def _take(self, step: int) -> Snapshot:
-        extra = {name: obj.state_dict() for name, obj in self.extra.items()} or None
+        extra = {
+            name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+            for name, obj in self.extra.items()
+        } or None
         return Snapshot.take(
             self.model,
             self.optimizer,

@@ -130,3 +130,61 @@ def test_population_trials_share_one_head_and_explore_in_parallel(
         assert job.report_count() == steps
         assert [d.version for d in job.decisions()] == list(range(1, job.version() + 1))
     assert store.job("population").load_state("lr")["trial_state"][1]["reports"] == steps  # type: ignore[index]
+
+
+def explore_fn(config: dict[str, Any]) -> dict[str, Any]:
+    """Like train_fn, but the LR controller explores from snapshots: the scheduler gets the
+    model and the generator the batches come from."""
+    from workers.agent import Agent
+    from workers.distributed import prepare_model, rank
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 16)
+    y = x @ torch.randn(16, 1)
+    model = prepare_model(torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)
+    agent = Agent.attach(flush_every=4, flush_interval_s=0.02)
+    gen = torch.Generator().manual_seed(100 + rank())
+    sched = agent.lr_scheduler(opt, model=model, extra_state={"batches": gen})
+    losses, applied = [], []
+    for step in range(config["steps"]):
+        idx = torch.randint(0, 256, (32,), generator=gen)
+        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        losses.append(loss.item())
+        applied.append(opt.param_groups[0]["lr"])
+        agent.report(step, loss=loss.item())
+        sched.step()
+        time.sleep(0.002)
+    agent.close()
+    weights = [p.detach().clone() for p in model.parameters()]
+    return {"rank": rank(), "losses": losses, "lrs": applied, "weights": weights}
+
+
+def test_two_ranks_explore_from_snapshots_together(
+    ray_local: None, redis_server: EmbeddedRedis, store: Store
+) -> None:
+    steps = 300
+    result = tune(
+        explore_fn,
+        {"steps": steps, "lr": 0.02},
+        num_workers=2,
+        lr=LRSpec(init_lr=0.02, method="explore", total_steps=steps, warmup_steps=10),
+        job="ddp-explore",
+        redis_url=redis_server.url,
+    )
+    r0, r1 = result.returns
+    assert r0["lrs"] == r1["lrs"]  # one LR per step on every rank, exploration included
+    for w0, w1 in zip(r0["weights"], r1["weights"], strict=True):  # and still in sync
+        assert torch.equal(w0, w1)
+    decisions = sorted(store.job("ddp-explore").stage_decisions(), key=lambda d: d.from_step)
+    probes = [d for d in decisions if d.info["segment"]["role"] == "probe"]
+    assert len(probes) >= 2 and probes[0].snapshot
+    start = probes[0].from_step
+    for r in (r0, r1):  # each rank restarted every candidate from its own snapshot
+        for p in probes[1:]:
+            assert p.restore_from == start
+            assert r["losses"][p.from_step] == r["losses"][start]
+    assert r0["losses"][start] != r1["losses"][start]  # the ranks' batches differ
