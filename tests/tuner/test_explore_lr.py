@@ -144,6 +144,9 @@ def test_waits_for_a_first_report_and_holds_without_restorable_workers() -> None
     ctl.observe([Report(rank=0, step=0, metrics={"loss": 1.0})])  # no "restorable"
     d = ctl.propose(Plan(horizon=0, last_step=0))
     assert d is not None and not d.moves_state and d.kind == DecisionKind.COMMIT
+    assert (d.lr, d.lr_end, d.until_step) == (0.1, 0.0, 1000)  # a plain linear decay
+    ctl.accept(d.with_version(1))
+    assert ctl.done and ctl.propose(Plan(horizon=5, last_step=5)) is None
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,7 @@ class ExploreLR(LRController):
         if role == "commit":
             self._finish_stage(seg)
             self.finished = bool(seg.get("final"))
-        if role == "anneal":
+        if role == "anneal" or (role == "hold" and seg.get("final")):
             self.finished = True
         self.last = seg
         self.lr_now = decision.lr if decision.lr is not None else self.lr_now
@@ -468,8 +468,12 @@ class ExploreLR(LRController):
             kind, lr = DecisionKind.COMMIT, self.lr_now
             kw["lr_end"] = c.final_lr if until is not None else None
             info["final"] = True
-        elif role == "hold":
-            kind, lr, until = DecisionKind.COMMIT, self.lr_now, start + c.stage_span
+        elif role == "hold":  # workers that cannot restore: decay linearly, explore nothing
+            kind, lr, until = DecisionKind.COMMIT, self.lr_now, c.total_steps
+            if until is not None and until > start + 1:
+                kw["lr_end"], info["final"], seg["final"] = c.final_lr, True, True
+            else:
+                until = None
         elif role == "probe":
             cands = seg["cands"] if seg["cand"] == 0 else [x["lr"] for x in self.cands]
             j = seg["cand"]
