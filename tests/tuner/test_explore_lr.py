@@ -170,3 +170,19 @@ def test_malformed_state_is_refused() -> None:
     del state["cands"]
     with pytest.raises(ConfigError, match="malformed"):
         ExploreLR(ExploreConfig(init_lr=0.1, total_steps=1000)).load_state_dict(state)
+
+
+def test_a_diverging_base_schedule_starts_exploring_at_once() -> None:
+    cfg = ExploreConfig(init_lr=0.1, total_steps=2000, explore_at=0.25)
+    calm, troubled = ExploreLR(cfg), ExploreLR(cfg)
+    for step in range(10):
+        calm.observe(
+            [Report(rank=0, step=step, metrics={"loss": 2.0 - 0.01 * step, "restorable": 1.0})]
+        )
+        troubled.observe(
+            [Report(rank=0, step=step, metrics={"loss": 2.0 * 1.2**step, "restorable": 1.0})]
+        )
+    plan = Plan(horizon=9, last_step=9)
+    waiting, rescue = calm.propose(plan), troubled.propose(plan)
+    assert waiting is not None and waiting.from_step == 500  # explore_at * total_steps
+    assert rescue is not None and rescue.from_step == 10 and rescue.snapshot

@@ -294,6 +294,8 @@ class ExploreLR(LRController):
             if self.restorable is None:
                 return None  # wait for a first report: can the workers restore?
             start = max(c.first_stage, plan.horizon + 1)
+            if self._base_in_trouble(plan):
+                start = plan.horizon + 1  # do not wait for explore_at: rescue the run now
             return self._stage_start(0, start, plan)
         until = last["until"]
         if until is None or plan.horizon >= until:
@@ -338,6 +340,19 @@ class ExploreLR(LRController):
         if lrs[win] == max(lrs) and not blew_up and max(lrs) * EXTEND <= hi:
             return max(lrs) * EXTEND
         return None
+
+    def _base_in_trouble(self, plan: Plan) -> bool:
+        """Whether training on the base schedule, before the first stage, diverged or its
+        loss rose by half over its first value."""
+        if plan.last_step < 0:
+            return False
+        if self.curve.diverged(0, plan.last_step + 1):
+            return True
+        _, values = self.curve.window(0, plan.last_step + 1)
+        if len(values) < 4:
+            return False
+        recent = sum(values[-3:]) / 3
+        return recent > values[0] + 0.5 * abs(values[0])
 
     def _stage_start(self, stage: int, start: int, plan: Plan) -> dict[str, Any]:
         c = self.config
