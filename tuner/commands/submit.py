@@ -55,9 +55,12 @@ def submit(
     if working_dir is not None:
         runtime_env["working_dir"] = working_dir
     client = _client(address)
-    submission_id = client.submit_job(
+    submission_id = f"tautune-{job}-{uuid.uuid4().hex[:6]}"
+    _submit_retrying(
+        client,
+        console,
         entrypoint=shlex.join(launch),
-        submission_id=f"tautune-{job}-{uuid.uuid4().hex[:6]}",
+        submission_id=submission_id,
         runtime_env=runtime_env,
         metadata={"tautune_job": job},
     )
@@ -65,6 +68,29 @@ def submit(
     console.print(f"submitted job [bold]{job}[/] as Ray submission {submission_id}")
     print(submission_id, flush=True)
     return follow_job(client, submission_id, job_store, console) if follow else 0
+
+
+AGENT_WAIT_S = 90.0
+"""How long a submission waits for the cluster's job agent to come up."""
+
+
+def _submit_retrying(client: Any, console: Console, **kwargs: Any) -> None:
+    """``client.submit_job(**kwargs)``, retried while a freshly started cluster has no job
+    agent yet (the Jobs API answers 500 "No available agent" until one registers)."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    delay = 1.0
+    while True:
+        try:
+            client.submit_job(**kwargs)
+            return
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            console.print(
+                f"[dim]tautune: the cluster's job agent is not up yet; retrying in {delay:.0f}s[/]"
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def follow_job(client: Any, submission_id: str, job_store: Any, console: Console) -> int:
