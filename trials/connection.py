@@ -19,6 +19,7 @@ from trials import keys as K
 from tuner.errors import ConfigError, StoreUnavailableError
 
 if TYPE_CHECKING:
+    from trials.retention import Retention
     from trials.store import JobStore
 
 T = TypeVar("T")
@@ -91,12 +92,21 @@ class Store:
                 f"${URL_ENV} points at it."
             ) from e
 
-    def job(self, job: str, trial: int | None = None) -> JobStore:
+    def job(
+        self, job: str, trial: int | None = None, *, retention: Retention | None = None
+    ) -> JobStore:
         """One job's view (or one trial's, in a population job); raises
-        :class:`SchemaVersionError` if it was written by another schema version."""
+        :class:`SchemaVersionError` if it was written by another schema version.
+
+        Args:
+            retention: How much history the view keeps when it writes (default:
+                :data:`~trials.retention.DEFAULT_RETENTION`).
+        """
         from trials.store import JobStore
 
-        return JobStore(self, job, trial)
+        if retention is None:
+            return JobStore(self, job, trial)
+        return JobStore(self, job, trial, retention=retention)
 
     def jobs(self) -> list[str]:
         """Names of the jobs this Redis holds, sorted."""

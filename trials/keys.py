@@ -84,12 +84,29 @@ class JobKeys:
 
     @property
     def reports(self) -> str:
-        """Stream: one entry per report, field ``r`` holding JSON."""
+        """Stream: one entry per report, field ``r`` holding JSON. Acknowledged entries are
+        trimmed beyond a tail (see :mod:`trials.retention`)."""
         return f"{self.base}:reports"
 
     @property
+    def reports_trimmed(self) -> str:
+        """String: how many entries were trimmed from :attr:`reports` (absent: none), so
+        that the number of reports ever written is ``XLEN`` plus this."""
+        return f"{self.base}:reports:trimmed"
+
+    @property
     def seen(self) -> str:
-        """Set: ``rank:attempt:step`` of every stored report (idempotency)."""
+        """Hash: rank -> the idempotency window, the rank's newest stored reports as
+        ``,attempt:step,attempt:step,...,`` oldest first (see :mod:`trials.retention`)."""
+        return f"{self.base}:reports:recent"
+
+    @property
+    def legacy_seen(self) -> str:
+        """Set: ``rank:attempt:step`` of every report an earlier tautune stored.
+
+        Never written now. Duplicates of a rank that has no window in :attr:`seen` yet are
+        looked up in it; it is deleted once every rank that reported has a window.
+        """
         return f"{self.base}:reports:seen"
 
     @property
@@ -99,18 +116,24 @@ class JobKeys:
 
     @property
     def decisions(self) -> str:
-        """Stream: every decision ever written, field ``d`` holding JSON (the history)."""
+        """Stream: the newest decisions written, field ``d`` holding JSON (the history)."""
         return f"{self.base}:decisions"
 
     @property
     def stages(self) -> str:
-        """Sorted set: from_step of every stage, scored by from_step (the index)."""
+        """Sorted set: from_step of every kept stage, scored by from_step (the index)."""
         return f"{self.base}:dec:stages"
 
     @property
     def latest(self) -> str:
         """Hash: from_step -> JSON of the newest decision for that stage."""
         return f"{self.base}:dec:latest"
+
+    @property
+    def stages_trimmed(self) -> str:
+        """String: the step before which stages were dropped from the index (absent: none);
+        a claim for an earlier step is refused rather than answered differently."""
+        return f"{self.base}:dec:trimmed"
 
     @property
     def version(self) -> str:

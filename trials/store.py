@@ -4,7 +4,9 @@ Only this package imports ``redis``. A :class:`~trials.connection.Store` is a co
 one Redis (re-exported here); a :class:`JobStore` is one job's view of it, with its leases
 and metadata from :class:`~trials.job_meta.JobMeta`. Writes that must agree (a decision, the
 controller state that produced it, and the acknowledgement of the reports it consumed)
-go through one Lua script, so they land together or not at all.
+go through one Lua script, so they land together or not at all. Each script also trims what
+it made unnecessary, within the bounds of the job's :class:`~trials.retention.Retention`, so
+a long job does not grow Redis without bound.
 
 Thread-safety: redis-py clients are thread-safe; a ``JobStore`` may be shared by threads.
 Pickling (for Ray): only the URL travels; the copy reconnects on first use.
@@ -26,6 +28,7 @@ from trials.connection import Store as Store
 from trials.connection import redact as redact
 from trials.connection import resolve_url as resolve_url
 from trials.job_meta import JobMeta
+from trials.retention import DEFAULT_RETENTION, Retention
 from trials.serialize import (
     decision_from_entry,
     decision_from_json,
@@ -88,11 +91,24 @@ class Claim:
 
 
 class JobStore(JobMeta):
-    """One job's reports, decisions, controller states and leases."""
+    """One job's reports, decisions, controller states and leases.
 
-    def __init__(self, store: Store, job: str, trial: int | None = None) -> None:
+    Args:
+        retention: How much history to keep (default :data:`~trials.retention.DEFAULT_RETENTION`).
+            It applies to what this view writes; every writer of a job should use the same.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        job: str,
+        trial: int | None = None,
+        *,
+        retention: Retention = DEFAULT_RETENTION,
+    ) -> None:
         self.store = store
         self.keys = K.JobKeys(job, trial)
+        self.retention = retention
         self._append = store.client.register_script(_script("append_reports.lua"))
         self._commit = store.client.register_script(_script("commit.lua"))
         self._claim = store.client.register_script(_script("claim.lua"))
@@ -108,10 +124,10 @@ class JobStore(JobMeta):
 
     def for_trial(self, trial: int | None) -> JobStore:
         """The same job's view of ``trial`` (``None``: the job itself)."""
-        return JobStore(self.store, self.job, trial)
+        return JobStore(self.store, self.job, trial, retention=self.retention)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (JobStore, (self.store, self.job, self.trial))
+        return (_reopen, (self.store, self.job, self.trial, self.retention))
 
     def check_schema(self) -> None:
         """Raise :class:`SchemaVersionError` if this job was written under another version."""
@@ -126,7 +142,7 @@ class JobStore(JobMeta):
             f"wrote it, or start the job under a new name."
         )
 
-    def _script_error(self, e: redis.ResponseError) -> Exception:
+    def _script_error(self, e: redis.ResponseError, claimed: int | None = None) -> Exception:
         text = str(e)
         parts = text.split()
         if parts and parts[0] == "TT_SCHEMA":
@@ -143,6 +159,13 @@ class JobStore(JobMeta):
                 f"job {self.job!r}: another writer committed decision version {parts[1]} first; "
                 f"reload state and decide again. Nothing was written."
             )
+        if parts and parts[0] == "TT_TRIMMED":
+            return StoreError(
+                f"job {self.job!r}: the decisions covering steps before {parts[1]} were trimmed "
+                f"from the store (Retention.stage_tail and stage_margin), so step "
+                f"{claimed} cannot be answered. Resume from a later checkpoint, or keep more "
+                f"history with a larger Retention.stage_margin."
+            )
         if parts and parts[0] == "TT_STARTED":
             return DecisionConflictError(
                 f"job {self.job!r}: workers were already answered up to step {parts[1]}; a "
@@ -156,13 +179,17 @@ class JobStore(JobMeta):
         """Store ``reports`` all or nothing; duplicates of stored ``(rank, step, attempt)``
         are skipped.
 
+        A duplicate is recognised among the newest ``retention.seen_per_rank`` reports of its
+        rank (what an agent resends after a lost reply); an older one is refused like any
+        step at or below the rank's last (see :mod:`trials.retention`).
+
         Raises:
             StepRegressionError: a report is not after its rank's last stored step.
             SchemaVersionError: the job was written under another schema.
         """
         if not reports:
             return AppendResult(0, 0)
-        args: list[Any] = [K.SCHEMA_VERSION, len(reports)]
+        args: list[Any] = [K.SCHEMA_VERSION, self.retention.seen_per_rank, len(reports)]
         for r in reports:
             try:
                 encoded = report_to_json(r)
@@ -173,7 +200,9 @@ class JobStore(JobMeta):
         try:
             written, dups = self.store.call(
                 lambda c: self._append(
-                    keys=[k.schema, k.progress, k.seen, k.reports, k.workers], args=args, client=c
+                    keys=[k.schema, k.progress, k.seen, k.reports, k.workers, k.legacy_seen],
+                    args=args,
+                    client=c,
                 )
             )
         except redis.ResponseError as e:
@@ -234,10 +263,22 @@ class JobStore(JobMeta):
         return ReadBatch(reports, malformed, last_id)
 
     def report_count(self) -> int:
-        return int(self.store.call(lambda c: c.xlen(self.keys.reports)))
+        """How many reports were ever written, trimmed ones included."""
+
+        def count(c: Any) -> tuple[int, bytes | None]:
+            pipe = c.pipeline(transaction=True)
+            pipe.xlen(self.keys.reports)
+            pipe.get(self.keys.reports_trimmed)
+            length, trimmed = pipe.execute()
+            return int(length), trimmed
+
+        length, trimmed = self.store.call(count)
+        return length + (int(trimmed) if trimmed is not None else 0)
 
     def all_reports(self) -> list[Report]:
-        """Every stored report, in stream order (for status, plots and tests)."""
+        """The reports still in the stream, in stream order (for status, plots and tests):
+        every one the head has not acknowledged and at least the newest
+        ``retention.report_tail`` acknowledged ones; all of them while fewer were written."""
         stream = self.keys.reports
         entries = self.store.call(lambda c: c.xrange(stream))
         out = []
@@ -280,6 +321,9 @@ class JobStore(JobMeta):
         """Atomically write ``decision`` (version ``expected_version + 1``), the controller
         ``states`` and the acknowledgement of ``ack_ids``.
 
+        Acknowledged reports beyond the retention's tail are trimmed from each stream, and a
+        decision may trim the oldest decisions and stages (see :mod:`trials.retention`).
+
         Args:
             other_acks: Trial -> report ids to acknowledge in that trial's stream too (a
                 population head's state covers every trial's reports).
@@ -291,14 +335,16 @@ class JobStore(JobMeta):
             DecisionConflictError: another writer moved the version, or ``decision`` starts at
                 or before a step workers were already answered for. Nothing was written.
         """
-        k = self.keys
+        k, keep = self.keys, self.retention
         states = dict(states or {})
-        acks: dict[str, list[str]] = {k.reports: list(ack_ids)}
+        acks: dict[K.JobKeys, list[str]] = {k: list(ack_ids)}
         for trial, ids in (other_acks or {}).items():
-            acks.setdefault(k.for_trial(trial).reports, []).extend(ids)
+            acks.setdefault(k.for_trial(trial), []).extend(ids)
         stored = decision.with_version(expected_version + 1) if decision is not None else None
         script_keys = [k.schema, k.version, k.stages, k.latest, k.horizon, k.decisions]
-        script_keys += list(acks)
+        script_keys.append(k.stages_trimmed)
+        for acked in acks:
+            script_keys += [acked.reports, acked.reports_trimmed]
         script_keys += [k.ctl(name) for name in states]
         args: list[Any] = [
             K.SCHEMA_VERSION,
@@ -306,6 +352,11 @@ class JobStore(JobMeta):
             K.HEAD_GROUP,
             decision_to_json(stored) if stored is not None else "",
             stored.from_step if stored is not None else -1,
+            keep.report_tail,
+            keep.trim_every,
+            keep.decision_tail,
+            keep.stage_tail,
+            keep.stage_margin,
             len(acks),
         ]
         for ids in acks.values():
@@ -324,29 +375,34 @@ class JobStore(JobMeta):
         ranks apply the same thing at the same step whenever each asks. With
         ``promise_if_none=False`` an empty answer promises nothing (a worker waiting at a
         sync boundary polls this way).
+
+        Raises:
+            StoreError: the stage covering ``step`` was trimmed (it ended at least
+                ``retention.stage_margin`` steps before the horizon).
         """
         k = self.keys
         try:
             raw, valid_until, head_alive = self.store.call(
                 lambda c: self._claim(
-                    keys=[k.stages, k.latest, k.horizon, k.head_lease, k.schema],
+                    keys=[k.stages, k.latest, k.horizon, k.head_lease, k.schema, k.stages_trimmed],
                     args=[step, lookahead, 1 if promise_if_none else 0, K.SCHEMA_VERSION],
                     client=c,
                 )
             )
         except redis.ResponseError as e:
-            raise self._script_error(e) from None
+            raise self._script_error(e, claimed=step) from None
         decision = decision_from_json(raw, f"{k.latest} stage at step {step}") if raw else None
         return Claim(decision, int(valid_until), bool(head_alive))
 
     def decisions(self) -> list[Decision]:
-        """Every decision ever written, oldest first."""
+        """The newest ``retention.decision_tail`` decisions written (all of them while fewer
+        were), oldest first."""
         stream = self.keys.decisions
         entries = self.store.call(lambda c: c.xrange(stream))
         return [decision_from_entry(stream, i.decode(), f) for i, f in entries]
 
     def stage_decisions(self) -> list[Decision]:
-        """The newest decision of every stage, by from_step."""
+        """The newest decision of every kept stage, by from_step."""
         raw = self.store.call(lambda c: c.hgetall(self.keys.latest))
         out = [decision_from_json(v, f"{self.keys.latest}[{f.decode()}]") for f, v in raw.items()]
         return sorted(out, key=lambda d: d.from_step)
@@ -357,3 +413,31 @@ class JobStore(JobMeta):
         key = self.keys.ctl(name)
         raw = self.store.call(lambda c: c.get(key))
         return state_from_json(raw, key) if raw is not None else None
+
+    # -- footprint ---------------------------------------------------------------------
+
+    def memory_by_key(self) -> dict[str, int]:
+        """Bytes Redis uses for each key of this view (``MEMORY USAGE``, every element
+        counted): the whole job's, its trials' included, for the job's own view; only the
+        trial's own keys for a trial's view. Scans the keyspace: for measurements, not for
+        a hot path."""
+        pattern = f"{self.keys.tag}:*" if self.trial is None else f"{self.keys.base}:*"
+
+        def measure(c: Any) -> dict[str, int]:
+            out = {}
+            for raw in c.scan_iter(match=pattern, count=1000):
+                used = c.memory_usage(raw, samples=0)
+                if used is not None:  # gone since the scan (an expired lease)
+                    out[raw.decode()] = int(used)
+            return out
+
+        return self.store.call(measure)
+
+    def memory_usage(self) -> int:
+        """Bytes Redis uses for this view's keys, summed (see :meth:`memory_by_key`)."""
+        return sum(self.memory_by_key().values())
+
+
+def _reopen(store: Store, job: str, trial: int | None, retention: Retention) -> JobStore:
+    """Unpickle a :class:`JobStore` (its retention is keyword-only)."""
+    return JobStore(store, job, trial, retention=retention)

@@ -1,14 +1,20 @@
 -- Answer "which decision covers step n" and promise that answer until valid_until.
--- KEYS: stages, latest, horizon, head_lease, schema
+-- KEYS: stages, latest, horizon, head_lease, schema, stages_trimmed
 -- ARGV: step, lookahead, promise_if_none ('1' or '0'), schema_version
 -- Returns {decision_json or '', valid_until, head_alive}. The promise moves the horizon
 -- forward so that no later decision can cover a step a worker has already been answered for.
--- Errors (nothing written): TT_SCHEMA <found>
+-- Errors (nothing written):
+--   TT_SCHEMA <found>
+--   TT_TRIMMED <step>       the stages before step were dropped (trials/retention.py)
 local found = redis.call('GET', KEYS[5])
 if found and found ~= ARGV[4] then
   return redis.error_reply('TT_SCHEMA ' .. found)
 end
 local n = tonumber(ARGV[1])
+local trimmed = redis.call('GET', KEYS[6])
+if trimmed and n < tonumber(trimmed) then
+  return redis.error_reply('TT_TRIMMED ' .. trimmed)
+end
 local lookahead = tonumber(ARGV[2])
 local promise_none = ARGV[3] == '1'
 local head_alive = redis.call('EXISTS', KEYS[4])
