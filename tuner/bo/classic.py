@@ -54,6 +54,7 @@ def autolrs_classic_suggest(
     lcb = [m - kappa * s for m, s in zip(mean, std, strict=True)]
     return grid[min(range(GRID), key=lcb.__getitem__)]
 
+
 def autolrs_classic_pick(lrs: Sequence[float], losses: Sequence[float]) -> float:
     """The LR a classic stage trains with: the candidate of least (forecast) loss."""
     if not lrs or len(lrs) != len(losses):

@@ -1,0 +1,298 @@
+"""Markdown and PNGs from the peers benchmark's JSON (:func:`write_peers_docs`).
+
+Every number on the page is read from the document ``tautune bench peers --json PATH``
+wrote; the prose says how to read the numbers, never what they show. Regenerate with
+``python -m tuner.bench.peers_docs docs/bench-peers.json --out docs/benchmarks-peers.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tuner.bench.lr_docs import (
+    DASH,
+    _grid_note,
+    _machine_text,
+    _num,
+    _rows,
+    _seeds,
+    _value,
+    _words,
+    _xy,
+)
+from tuner.errors import ConfigError
+
+COLUMNS = """\
+- **final loss**: the loss at the end of the run (PBT/PB2: the best member's), median over
+  seeds [min–max].
+- **steps to target**: the first measured step at which a kept state's loss is at or below
+  the task's target loss (`cosine-grid-best`'s median final loss), counting the method's
+  own steps (exploration included; PBT/PB2: population steps, below); median, then per
+  seed ({dash}: never).
+- **compute to target**: steps to target plus the tuning the method needed first (the
+  grid's `6 T` for methods that use its peak; `cosine-grid-best` counts its whole grid);
+  median, then per seed.
+- **total compute**: every step the method trained, tuning included (median).
+- **exploration steps**: steps not in the final state's lineage (median).
+- **wall s**: median wall-clock seconds of one run (PBT/PB2: the whole `Tuner.fit` of the
+  population, Ray's start-up of trial processes included; Ray's own start is not)."""
+
+POPULATION_NOTE = """\
+PBT and PB2 count **population steps**: each report of a member says how many steps it
+trained since its previous report, and the driver receives the reports in order, so the
+population steps at a report are everything the four members had finished when that
+loss arrived. The population is stopped when they reach the grid's `6 T` (about `1.5 T`
+a member; the last report can overshoot by less than one report interval). The best
+member's lineage (the states its final state descends from, across exploits) is plotted
+and scored in population steps; an exploiting member restarts from the donor's
+checkpoint, so members end at different state steps, listed below each table."""
+
+
+def load_suite(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a peers document and check its shape.
+
+    Raises:
+        ConfigError: The file is missing, not JSON, or not a peers document.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{p}: no such file; write it with `tautune bench peers --json {p}`"
+        ) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read a JSON document: {e}") from None
+    if not isinstance(doc, dict) or doc.get("benchmark") != "peers":
+        raise ConfigError(f"{p}: not a peers benchmark document (no benchmark: peers)")
+    if not isinstance(doc.get("tasks"), list) or not doc["tasks"]:
+        raise ConfigError(f"{p}: 'tasks' must be a non-empty list of task documents")
+    for i, task in enumerate(doc["tasks"]):
+        if not isinstance(task, dict) or not {"task", "results", "summary"} <= task.keys():
+            raise ConfigError(f"{p}: tasks[{i}] lacks 'task', 'results' or 'summary'")
+    return doc
+
+
+def plot_filename(task: str) -> str:
+    """File name of ``task``'s figure (``bench-peers-<task>.png``)."""
+    return f"bench-peers-{task}.png"
+
+
+def _name(doc: Mapping[str, Any], method: str) -> str:
+    rows = _rows(doc, method)
+    info = [r.get("info") or {} for r in rows]
+    values = {i.get("peak", i.get("lr")) for i in info} - {None}
+    if method in ("pbt", "pb2", "prodigy") or len(values) != 1:
+        return method
+    label = "peak" if method in ("cosine-grid-best", "linear") else "lr"
+    return f"{method} ({label} {_num(values.pop())})"
+
+
+def _spread(row: Mapping[str, Any]) -> str:
+    lo, hi = _num(row.get("final_loss_min")), _num(row.get("final_loss_max"))
+    return f"{_num(row.get('final_loss_median'))} [{lo}–{hi}]"
+
+
+def _table(doc: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| method | final loss | steps to target | compute to target | total compute "
+        "| exploration steps | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in doc["summary"]:
+        method = row["method"]
+        runs = _rows(doc, method)
+        stt = ", ".join(_num(r.get("steps_to_target")) for r in runs)
+        ctt = ", ".join(_num(r.get("compute_to_target")) for r in runs)
+        cells = [
+            _name(doc, method),
+            _spread(row),
+            f"{_num(row.get('steps_to_target_median'))} ({stt})",
+            f"{_num(row.get('compute_to_target_median'))} ({ctt})",
+            _num(row.get("total_compute_median")),
+            _num(row.get("exploration_steps_median")),
+            _num(row.get("wall_s_median"), 3),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    for na in doc.get("not_applicable") or []:
+        lines.append(f"| {na['method']} | not applicable: {na['reason']} |" + " |" * 5)
+    return lines
+
+
+def _population_notes(doc: Mapping[str, Any]) -> list[str]:
+    out = []
+    for method in ("pbt", "pb2"):
+        runs = _rows(doc, method)
+        if not runs:
+            continue
+        parts = []
+        for r in runs:
+            info = r.get("info") or {}
+            members = ", ".join(_num(x) for x in info.get("member_final_losses", []))
+            parts.append(
+                f"seed {r['seed']}: {_num(r.get('total_steps'))} population steps, members' "
+                f"final losses {members}, lineage switched member "
+                f"{_num(info.get('lineage_member_switches'))} times, members' state steps "
+                f"{_value(info.get('member_state_steps'))}, initial LRs "
+                f"{_value(info.get('initial_lrs'))}"
+            )
+        out.append(f"`{method}`: " + "; ".join(parts) + ".")
+    return [" ".join(out), ""] if out else []
+
+
+def _config_line(doc: Mapping[str, Any]) -> str:
+    cfg = doc.get("config") or {}
+    parts = [f"{_words(k)} {_value(v)}" for k, v in cfg.items() if v is not None]
+    return "**Config:** " + "; ".join([*parts, f"target loss {_num(doc.get('target_loss'))}"])
+
+
+def _task_section(doc: Mapping[str, Any], link: str) -> list[str]:
+    task, seeds = doc["task"], _seeds(doc)
+    out = [f"## `{task}`", ""]
+    if doc.get("text"):
+        out += [str(doc["text"]), ""]
+    out += [_config_line(doc) + ".", "", *_table(doc), ""]
+    out += _grid_note(doc)
+    out += _population_notes(doc)
+    wall = doc.get("bench_wall_s")
+    if wall is not None:
+        out += [f"Task wall time {_num(wall)} s (Ray start {_num(doc.get('ray_init_s'))} s).", ""]
+    out += [
+        f"![{task}: loss against total steps, seed {seeds[0] if seeds else '?'}]({link})",
+        "",
+        "Left: loss against the steps each method counts (PBT/PB2: the best member's lineage "
+        "in population steps), first seed, log scale; dotted: the target loss. Right: the "
+        "LR each trained with by step of its own run (PBT/PB2: the lineage's LR by state "
+        "step; schedule-free: the LR passed, its built-in warmup not drawn; Prodigy is left "
+        "out: its LR is a multiplier of its own estimate).",
+        "",
+    ]
+    return out
+
+
+def render(suite: Mapping[str, Any], plot_dir_rel: str = ".", regenerate: str | None = None) -> str:
+    """The peers page as markdown (intro, columns, machine, one section per task)."""
+    how = f"`{regenerate}`" if regenerate else "`python -m tuner.bench.peers_docs`"
+    prefix = "" if plot_dir_rel in ("", ".") else plot_dir_rel.rstrip("/") + "/"
+    lines = [
+        "# Peer methods on the learning-rate benchmarks",
+        "",
+        f"Generated by {how} from the JSON that `{suite.get('command', '?')}` wrote "
+        f"(suite wall time {_num(suite.get('bench_wall_s'))} s); every number and figure "
+        "comes from that file.",
+        "",
+        "Every method trains the task's model from the same seeds on the same machine, "
+        "with the same per-run step budget `T`; what differs is how the learning rate is "
+        "chosen and which optimizer applies it.",
+        "",
+        COLUMNS.format(dash=DASH),
+        "",
+        POPULATION_NOTE,
+        "",
+        "## Machine",
+        "",
+        _machine_text(suite.get("machine") or {}) + ".",
+        "",
+    ]
+    for doc in suite["tasks"]:
+        lines += _task_section(doc, prefix + plot_filename(doc["task"]))
+    return "\n".join(lines)
+
+
+def plot_task(doc: Mapping[str, Any], path: Path) -> Path:
+    """Write ``doc``'s figure: loss by counted steps and LR by step, first seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = _seeds(doc)
+    seed = seeds[0] if seeds else None
+    fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    losses: list[float] = []
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in doc["results"])):
+        row = next((r for r in _rows(doc, method) if r["seed"] == seed), None)
+        if row is None:
+            continue
+        style = {"ls": "--" if method in ("pbt", "pb2") else "-", "color": f"C{i % 10}"}
+        x, y = _xy(row.get("curve"))
+        loss_ax.plot(x, y, label=method, lw=1.2, **style)
+        losses += [v for v in y if math.isfinite(v) and v > 0]
+        if method != "prodigy":
+            x, y = _xy(row.get("schedule"))
+            lr_ax.step(x, y, where="post", label=method, lw=1.2, **style)
+    target = doc.get("target_loss")
+    if isinstance(target, int | float):
+        loss_ax.axhline(target, color="k", ls=":", lw=0.8)
+    if losses:
+        loss_ax.set_yscale("log")
+    lr_ax.set_yscale("log")
+    task = doc["task"]
+    loss_ax.set(title=f"{task}: loss (seed {seed})", xlabel="steps counted", ylabel="loss")
+    lr_ax.set(title=f"{task}: learning rate (seed {seed})", xlabel="step of the run", ylabel="LR")
+    for ax in (loss_ax, lr_ax):
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_peers_docs(
+    suite: Mapping[str, Any],
+    out_md: Path,
+    plot_dir: Path | None = None,
+    regenerate: str | None = None,
+) -> list[Path]:
+    """Write the peers page and one figure per task.
+
+    Args:
+        suite: The document :func:`tuner.bench.peers.run_peers` returned.
+        out_md: The markdown file (e.g. ``docs/benchmarks-peers.md``).
+        plot_dir: Folder of the figures (default: ``out_md``'s folder).
+        regenerate: The command that rewrites the page, named on it if given.
+
+    Returns:
+        The markdown path, then the figures' paths in task order.
+    """
+    plot_dir = plot_dir or out_md.parent
+    rel = Path(os.path.relpath(plot_dir.resolve(), out_md.resolve().parent)).as_posix()
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text(render(suite, rel, regenerate))
+    pngs = [plot_task(d, plot_dir / plot_filename(d["task"])) for d in suite["tasks"]]
+    return [out_md, *pngs]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tuner.bench.peers_docs JSON [--out MD] [--plots DIR]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tuner.bench.peers_docs",
+        description="Write the peers benchmark page and figures from its JSON.",
+    )
+    parser.add_argument("json", help="the file `tautune bench peers --json PATH` wrote")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-peers.md"))
+    parser.add_argument("--plots", type=Path, default=None, help="default: the page's folder")
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", "-m", "tuner.bench.peers_docs", *(argv or sys.argv[1:])])
+    try:
+        written = write_peers_docs(load_suite(args.json), args.out, args.plots, command)
+    except ConfigError as e:
+        print(f"peers_docs: error: {e}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
