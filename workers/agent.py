@@ -171,6 +171,9 @@ class Agent:
         report = Report(rank=self.rank, step=step, metrics=metrics, attempt=self.attempt)
         self._last_step = step
         self._reporter.add(report)
+        end = self._ended_at
+        if end is not None and 0 <= end - step <= self._reporter.flush_every:
+            self._reporter.kick()  # the head decides the next stage from these reports
 
     def flush(self) -> None:
         """Send buffered reports now."""
@@ -198,10 +201,13 @@ class Agent:
             peek = self.store.claim(step, lookahead=self.lookahead, promise_if_none=True)
             self._peek = (step, peek.valid_until, peek.decision)
             return peek.decision
-        claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=False)
-        if claim.decision is None and self.sync and claim.head_alive and self._ended_at == step:
+        # Only at a sync boundary may "no decision yet" be worth waiting for; anywhere else
+        # one claim that promises the answer does (one round trip, not two).
+        at_boundary = self.sync and self._ended_at == step
+        claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=not at_boundary)
+        if claim.decision is None and at_boundary and claim.head_alive:
             claim = self._wait_at_boundary(step)
-        if claim.decision is None:
+        if claim.decision is None and at_boundary:
             claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=True)
         self._cached = claim.decision
         self._cached_from = step

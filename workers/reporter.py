@@ -55,6 +55,7 @@ class Reporter:
         self._send_lock = threading.Lock()
         self._error: StoreError | None = None
         self._closed = False
+        self._urgent = False
         self._info = {"host": socket.gethostname(), "pid": os.getpid()}
         self._thread = threading.Thread(
             target=self._run, name=f"tautune-reporter-{rank}", daemon=True
@@ -67,6 +68,14 @@ class Reporter:
         with self._cond:
             self._buffer.append(report)
             if len(self._buffer) >= self.flush_every:
+                self._cond.notify()
+
+    def kick(self) -> None:
+        """Have the background thread send what is buffered now, without waiting for it
+        (a stage boundary is near and the head may be waiting for these reports)."""
+        with self._cond:
+            if self._buffer:
+                self._urgent = True
                 self._cond.notify()
 
     def raise_error(self) -> None:
@@ -116,9 +125,11 @@ class Reporter:
         first = True  # take the lease at once, not after the first wait
         while True:
             with self._cond:
-                if not first and not self._closed and len(self._buffer) < self.flush_every:
+                idle = not (self._closed or self._urgent or len(self._buffer) >= self.flush_every)
+                if not first and idle:
                     self._cond.wait(timeout=min(self.flush_interval_s, self.lease_ttl_s / 3))
                 first = False
+                self._urgent = False
                 closed = self._closed
             if closed:
                 return
