@@ -127,6 +127,11 @@ def _run(args: argparse.Namespace) -> int:
         cpus = doc["machine"]["cpus_usable"]
         plot_scale(doc["results"]["scale"], Path(args.plot), f"one embedded Redis, {cpus} CPUs")
         print(f"wrote {args.plot}")
+    if args.docs:
+        from tuner.bench.cp_docs import write_page
+
+        page = write_page(doc, Path(args.docs), Path(args.plot) if args.plot else None)
+        print(f"wrote {page}")
     print("targets:")
     for name, t in doc["targets"].items():
         numbers = {k: v for k, v in t.items() if k != "met" and not isinstance(v, dict | list)}
@@ -150,6 +155,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", metavar="PATH", required=True, help="JSON output")
     p.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     p.add_argument("--plot", metavar="PNG", help="also plot the scale section")
+    p.add_argument("--docs", metavar="MD", help="also write the markdown page")
     p.add_argument("--sections", type=_sections, help=f"subset of {','.join(SECTIONS)}")
     p.add_argument("--workers", type=_ints, help="scale: comma-separated worker counts")
     p.add_argument("--seconds", type=float, help="scale: measured seconds per count")

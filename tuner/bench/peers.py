@@ -20,6 +20,7 @@ Each task's document has the LR bench's shape (``task``, ``target_loss``, ``resu
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -245,6 +246,7 @@ def run_task(
     doc["compute_convention"] = COMPUTE_CONVENTION
     doc["ray_init_s"] = round(ray_init, 1)
     doc["bench_wall_s"] = round(time.perf_counter() - start, 1)
+    doc["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     add_compute(doc, total)
     return doc
 
@@ -295,6 +297,7 @@ def run_peers(
     """
     cfg.check()
     start = time.perf_counter()
+    machine = machine_info()
     command = command_line(cfg, json_path)
     docs = []
     ray_was_up = ray_running()
@@ -309,7 +312,7 @@ def run_peers(
     return {
         "benchmark": "peers",
         "command": command,
-        "machine": machine_info(),
+        "machine": machine,
         "config": {
             "tasks": list(cfg.task_list),
             "seeds": list(cfg.seed_list),

@@ -56,6 +56,31 @@ and scored in population steps; an exploiting member restarts from the donor's
 checkpoint, so members end at different state steps, listed below each table."""
 
 
+METHODS_NOTE = """\
+The methods:
+
+- `tautune`, `cosine-grid-best` and `linear` run exactly as on the
+  [LR benchmark page](benchmarks.md): tautune's `ExploreLR` starts at the grid's geometric
+  centre and searches the grid's range widened 4x each way; `cosine-grid-best` is the best
+  peak of a 6-point log grid of cosine runs (best by median final loss); `linear` decays
+  linearly from that peak.
+- `pbt` and `pb2`: Ray Tune's `PopulationBasedTraining` and `PB2` (asynchronous, their
+  default settings otherwise), a population of 4 whose starting LRs are drawn
+  log-uniformly within tautune's bounds, perturbing about every `T/10` of a member's steps.
+  PBT resamples `lr` log-uniformly or multiplies it by 0.8 or 1.2 (clipped to the bounds);
+  PB2 explores `log_lr` within the bounds. Every member uses the same model seed and
+  batch order as the other methods, and the task's warmup.
+- `schedulefree`: `schedulefree.AdamWScheduleFree` on AdamW tasks, `SGDScheduleFree` on SGD
+  tasks, at a constant LR with its own `warmup_steps` set to the task's warmup, evaluated
+  in `optimizer.eval()` mode. `schedulefree` uses the grid's centre (the prior tautune
+  starts from), `schedulefree@grid-peak` `cosine-grid-best`'s peak, and on SGD tasks
+  `schedulefree@10x-grid-peak` ten times that peak, because the optimizer's authors advise
+  SGD learning rates 10x-50x the classical ones; the last two are charged the grid.
+- `prodigy`: `prodigyopt.Prodigy` with `lr=1.0`, a cosine decay of that multiplier after
+  the task's warmup (`safeguard_warmup=True` where there is one), weight decay 0.01 on
+  AdamW tasks and 0 on SGD tasks."""
+
+
 def load_suite(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a peers document and check its shape.
 
@@ -123,29 +148,36 @@ def _table(doc: Mapping[str, Any]) -> list[str]:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     for na in doc.get("not_applicable") or []:
-        lines.append(f"| {na['method']} | not applicable: {na['reason']} |" + " |" * 5)
+        lines.append(f"| {na['method']} | not applicable (below) |" + " |" * 5)
     return lines
 
 
+def _not_applicable(doc: Mapping[str, Any]) -> list[str]:
+    """The reasons methods did not run, each reason once."""
+    by_reason: dict[str, list[str]] = {}
+    for na in doc.get("not_applicable") or []:
+        by_reason.setdefault(str(na["reason"]), []).append(f"`{na['method']}`")
+    return [
+        f"**Not applicable:** {', '.join(methods)}: {reason}."
+        for reason, methods in by_reason.items()
+    ] + ([""] if by_reason else [])
+
+
 def _population_notes(doc: Mapping[str, Any]) -> list[str]:
+    """One bullet per PBT/PB2 run: population steps, members' finals and state steps."""
     out = []
     for method in ("pbt", "pb2"):
-        runs = _rows(doc, method)
-        if not runs:
-            continue
-        parts = []
-        for r in runs:
+        for r in _rows(doc, method):
             info = r.get("info") or {}
             members = ", ".join(_num(x) for x in info.get("member_final_losses", []))
-            parts.append(
-                f"seed {r['seed']}: {_num(r.get('total_steps'))} population steps, members' "
-                f"final losses {members}, lineage switched member "
-                f"{_num(info.get('lineage_member_switches'))} times, members' state steps "
-                f"{_value(info.get('member_state_steps'))}, initial LRs "
-                f"{_value(info.get('initial_lrs'))}"
+            out.append(
+                f"- `{method}` seed {r['seed']}: {_num(r.get('total_steps'))} population "
+                f"steps; members' final losses {members}; members' state steps "
+                f"{_value(info.get('member_state_steps'))}; the lineage changed member "
+                f"{_num(info.get('lineage_member_switches'))} times; initial LRs "
+                f"{_value(info.get('initial_lrs'))}."
             )
-        out.append(f"`{method}`: " + "; ".join(parts) + ".")
-    return [" ".join(out), ""] if out else []
+    return [*out, ""] if out else []
 
 
 def _config_line(doc: Mapping[str, Any]) -> str:
@@ -160,11 +192,17 @@ def _task_section(doc: Mapping[str, Any], link: str) -> list[str]:
     if doc.get("text"):
         out += [str(doc["text"]), ""]
     out += [_config_line(doc) + ".", "", *_table(doc), ""]
+    out += _not_applicable(doc)
     out += _grid_note(doc)
     out += _population_notes(doc)
-    wall = doc.get("bench_wall_s")
-    if wall is not None:
-        out += [f"Task wall time {_num(wall)} s (Ray start {_num(doc.get('ray_init_s'))} s).", ""]
+    load = (doc.get("machine") or {}).get("load_avg_at_start")
+    out += [
+        f"Task wall time {_num(doc.get('bench_wall_s'))} s"
+        + (f" (Ray started in {_num(doc['ray_init_s'])} s)" if doc.get("ray_init_s") else "")
+        + f"; load average at its start {_value(load)}, at its end "
+        f"{_value(doc.get('load_avg_at_end'))}.",
+        "",
+    ]
     out += [
         f"![{task}: loss against total steps, seed {seeds[0] if seeds else '?'}]({link})",
         "",
@@ -194,6 +232,8 @@ def render(suite: Mapping[str, Any], plot_dir_rel: str = ".", regenerate: str | 
         "chosen and which optimizer applies it.",
         "",
         COLUMNS.format(dash=DASH),
+        "",
+        METHODS_NOTE,
         "",
         POPULATION_NOTE,
         "",
@@ -235,6 +275,9 @@ def plot_task(doc: Mapping[str, Any], path: Path) -> Path:
     if losses:
         loss_ax.set_yscale("log")
     lr_ax.set_yscale("log")
+    bounds = (doc.get("config") or {}).get("lr_bounds")
+    if bounds and lr_ax.lines:  # cosine's last steps would stretch the axis to ~0
+        lr_ax.set_ylim(bottom=float(bounds[0]) / 10)
     task = doc["task"]
     loss_ax.set(title=f"{task}: loss (seed {seed})", xlabel="steps counted", ylabel="loss")
     lr_ax.set(title=f"{task}: learning rate (seed {seed})", xlabel="step of the run", ylabel="LR")

@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,7 +328,8 @@ def lineage_row(spec: PopulationSpec, results: list[dict[str, Any]], wall: float
     for r in results:
         population += int(r["trained"])
         by_point[r["point"]] = last[r["trial"]] = {**r, "population_steps": population}
-    best = min(last.values(), key=lambda r: r["loss"] if math.isfinite(r["loss"]) else math.inf)
+    members = sorted(last.values(), key=_by_loss)
+    best = members[0]
     chain = [best]
     while chain[-1]["parent"] in by_point:
         chain.append(by_point[chain[-1]["parent"]])
@@ -349,7 +350,7 @@ def lineage_row(spec: PopulationSpec, results: list[dict[str, Any]], wall: float
             "population_steps_budget": spec.population_steps,
             "best_member_state_steps": int(best["state_step"]),
             "member_state_steps": sorted(int(r["state_step"]) for r in last.values()),
-            "member_final_losses": sorted(float(r["loss"]) for r in last.values()),
+            "member_final_losses": [float(r["loss"]) for r in members],
             "report_every": spec.report_every,
             "perturbation_interval_steps": spec.perturbation_steps,
             "initial_lrs": spec.initial_lrs(),
@@ -363,3 +364,9 @@ def lineage_row(spec: PopulationSpec, results: list[dict[str, Any]], wall: float
             "their reports in order of arrival, when the lineage's loss was measured",
         },
     }
+
+
+def _by_loss(report: Mapping[str, Any]) -> float:
+    """A report's loss for ranking, NaN (a diverged member) last."""
+    loss = float(report["loss"])
+    return loss if math.isfinite(loss) else math.inf
