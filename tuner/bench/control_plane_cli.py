@@ -129,9 +129,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.plot}")
     if args.docs:
         from tuner.bench.cp_docs import write_page
+        from tuner.bench.docs_index import refresh_index
 
         page = write_page(doc, Path(args.docs), Path(args.plot) if args.plot else None)
-        print(f"wrote {page}")
+        index = refresh_index(page.parent)
+        print(f"wrote {page}" + (f" and {index}" if index else ""))
     print("targets:")
     for name, t in doc["targets"].items():
         numbers = {k: v for k, v in t.items() if k != "met" and not isinstance(v, dict | list)}

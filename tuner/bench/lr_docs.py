@@ -401,7 +401,13 @@ def write_docs(
     _unique_tasks(docs)
     rel = Path(os.path.relpath(plot_dir.resolve(), out_md.resolve().parent)).as_posix()
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(render(docs, rel, regenerate))
+    from tuner.bench.docs_index import other_pages_section
+
+    text = render(docs, rel, regenerate).rstrip("\n") + "\n"
+    others = other_pages_section(out_md.parent)
+    if others:
+        text += "\n" + "\n".join(others)
+    out_md.write_text(text)
     pngs = [plot_task(doc, plot_dir / plot_filename(doc["task"])) for doc in docs]
     return [out_md, *pngs]
 

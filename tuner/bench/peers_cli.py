@@ -70,7 +70,10 @@ def _run(args: argparse.Namespace) -> int:
 
         command = f"python -m tuner.bench.peers_docs {args.json} --out {args.docs}"
         written = write_peers_docs(suite, Path(args.docs), regenerate=command)
-        print("wrote " + ", ".join(str(p) for p in written))
+        from tuner.bench.docs_index import refresh_index
+
+        index = refresh_index(Path(args.docs).parent)
+        print("wrote " + ", ".join(str(p) for p in [*written, *([index] if index else [])]))
     return 0
 
 
