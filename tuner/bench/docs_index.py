@@ -25,7 +25,7 @@ OTHER_PAGES = (
     (
         "benchmarks-mixture.md",
         "Data mixture and curriculum bandits",
-        "tautune bench mixture --out docs",
+        "",
     ),
 )
 
