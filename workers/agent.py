@@ -172,7 +172,7 @@ class Agent:
         self._last_step = step
         self._reporter.add(report)
         end = self._ended_at
-        if end is not None and 0 <= end - step <= self._reporter.flush_every:
+        if end is not None and 0 <= end - step <= self._reporter.flush_every and step % 4 == 0:
             self._reporter.kick()  # the head decides the next stage from these reports
 
     def flush(self) -> None:
