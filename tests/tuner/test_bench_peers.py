@@ -69,7 +69,9 @@ def test_lineage_is_followed_across_an_exploit_and_counted_in_population_steps()
 
 def test_a_diverged_member_is_never_the_best() -> None:
     reports = [_report("a", "a1", "", 10, math.nan), _report("b", "b1", "", 10, 4.0)]
-    assert lineage_row(_spec(20), reports, wall=1.0)["final_loss"] == 4.0
+    row = lineage_row(_spec(20), reports, wall=1.0)
+    assert row["final_loss"] == 4.0
+    assert row["info"]["member_final_losses"][0] == 4.0  # NaN ranked last
 
 
 def _row(method: str, stt: int | None, total: int = 100) -> dict[str, Any]:
@@ -155,7 +157,7 @@ def test_schedulefree_and_prodigy_train_digits_and_restore_exactly() -> None:
 
 
 def _tiny_suite() -> dict[str, Any]:
-    doc = {
+    doc: dict[str, Any] = {
         "task": "nqm",
         "target_loss": 1.0,
         "config": {"seeds": [0], "total_steps": 100},
@@ -202,7 +204,7 @@ def test_cli_writes_json_and_docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     suite = load_suite(out)
     assert suite["tasks"][0]["task"] == "nqm"
     text = md.read_text()
-    assert "not applicable: no torch optimizer" in text and "| pbt |" in text
+    assert "**Not applicable:** `prodigy`: no torch optimizer." in text and "| pbt |" in text
     assert (tmp_path / "docs" / "bench-peers-nqm.png").stat().st_size > 0
 
 
