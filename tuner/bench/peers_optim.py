@@ -22,9 +22,8 @@ from typing import Any
 
 import torch
 
-from tuner.bench.lr_trainable import TorchTask
+from tuner.bench.lr_trainable import TorchTask, TorchTrainable
 from tuner.errors import ConfigError
-from workers.snapshot import Snapshot
 
 METHODS = ("schedulefree", "prodigy")
 NOT_APPLICABLE = {
@@ -74,21 +73,20 @@ def build_optimizer(
     raise ConfigError(f"unknown optimizer method {method!r}; choose from {METHODS}")
 
 
-class OptimizerTrainable:
+class OptimizerTrainable(TorchTrainable):
     """:class:`~tuner.bench.lr_trainable.TorchTrainable` with another optimizer.
 
     Model, batches and seeds are the task's, exactly as ``TorchTrainable`` builds them (the
-    same ``10_000 + seed`` batch generator), so only the optimizer differs.
+    same ``10_000 + seed`` batch generator), so only the optimizer differs; stepping and
+    snapshots are ``TorchTrainable``'s.
     """
 
     def __init__(
         self, task: TorchTask, method: str, base: str, seed: int, lr: float, warmup: int
     ) -> None:
-        self.task = task
-        self.model = task.model(seed)
+        super().__init__(task, base, seed)
         self.opt = build_optimizer(method, base, self.model.parameters(), lr, warmup)
         self.schedule_free = method == "schedulefree"
-        self.gen = torch.Generator().manual_seed(10_000 + seed)
         self._mode(train=True)
 
     def _mode(self, train: bool) -> None:
@@ -96,32 +94,12 @@ class OptimizerTrainable:
             switch: Callable[[], None] = getattr(self.opt, "train" if train else "eval")
             switch()
 
-    def step(self, lr: float) -> float:
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        x, y = self.task.batch(self.gen)
-        loss = self.task.loss(self.model, x, y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        self.opt.step()
-        return float(loss.item())
-
     def evaluate(self) -> float:
         self._mode(train=False)
         try:
-            return float(self.task.evaluate(self.model))
+            return super().evaluate()
         finally:
             self._mode(train=True)
-
-    def save(self) -> Snapshot:
-        return Snapshot.take(self.model, self.opt, extra={"gen": self.gen.get_state()})
-
-    def load(self, state: Any) -> None:
-        assert isinstance(state, Snapshot)
-        state.restore(self.model, self.opt)
-        extra = state.extra
-        assert extra is not None
-        self.gen.set_state(extra["gen"])
 
 
 def execute_optimizer(
