@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -9,6 +10,8 @@ from typing import Any, Generic, TypeVar
 from rich.console import Console
 from rich.progress import Progress, ProgressColumn
 
+from trials.store import JobStore
+from tuner.errors import TautuneError
 from tuner.head import start_head, stop_head
 from tuner.records import Decision
 from tuner.runtime import local_runtime
@@ -47,6 +50,7 @@ def run_pair(
     with local_runtime(redis_url, ray_address) as rt:
         start_head(job, rt.redis_url, spec)
         try:
+            _wait_for_head(rt.store.job(job), console)
             with Progress(*columns, console=console) as progress:
                 agent = Agent(rt.store.job(job), rank=0)
                 try:
@@ -60,3 +64,20 @@ def run_pair(
             stop_head(job)
             raise
         return Pair(tuned, baseline, head, decisions, agent.stall_s, rt.embedded is not None)
+
+
+HEAD_START_TIMEOUT_S = 120.0
+
+
+def _wait_for_head(job: JobStore, console: Console) -> None:
+    """Train only once the head holds its lease: a run that finishes before the head
+    has started (a slow Ray start on a busy machine) would show no tuning at all."""
+    deadline = time.monotonic() + HEAD_START_TIMEOUT_S
+    with console.status("starting the job's head (a Ray actor)"):
+        while not job.head_alive():
+            if time.monotonic() > deadline:
+                raise TautuneError(
+                    f"the job's head did not start within {HEAD_START_TIMEOUT_S:.0f}s; "
+                    "see the Ray logs under /tmp/ray/session_latest/logs"
+                )
+            time.sleep(0.05)

@@ -51,29 +51,37 @@ def build_controller(spec: Mapping[str, Any]) -> Controller:
     )
 
 
-def _lr_configs() -> dict[str, tuple[Any, Any, tuple[str, ...]]]:
-    from tuner.controllers.autolrs import AutoLRSClassic, AutoLRSConfig
-    from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
+def _lr_config(method: str) -> tuple[Any, Any, tuple[str, ...]]:
+    """``(config class, controller class, required settings)`` of LR method ``method``.
 
-    return {
-        "stagewise": (StagewiseConfig, StagewiseLR, ("init_lr",)),
-        "explore": (ExploreConfig, ExploreLR, ("init_lr",)),
-        "autolrs": (AutoLRSConfig, AutoLRSClassic, ("lr_min", "lr_max")),
-    }
+    Each method's module is imported only when it is asked for: ``explore`` and
+    ``autolrs`` bring in botorch and scipy, and loading scipy's libraries before torch's in
+    a process that already holds Ray's (a job driver) can leave no room for torch's
+    thread-local storage ("Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so").
+    """
+    if method == "stagewise":
+        return StagewiseConfig, StagewiseLR, ("init_lr",)
+    if method == "explore":
+        from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
+
+        return ExploreConfig, ExploreLR, ("init_lr",)
+    if method == "autolrs":
+        from tuner.controllers.autolrs import AutoLRSClassic, AutoLRSConfig
+
+        return AutoLRSConfig, AutoLRSClassic, ("lr_min", "lr_max")
+    raise ConfigError(f"unknown LR method {method!r}; LR methods: {list(LR_METHODS)}")
 
 
 def lr_settings(method: str) -> set[str]:
     """The settings LR method ``method`` knows."""
-    if method not in LR_METHODS:
-        raise ConfigError(f"unknown LR method {method!r}; LR methods: {list(LR_METHODS)}")
-    return {f.name for f in dataclasses.fields(_lr_configs()[method][0])}
+    return {f.name for f in dataclasses.fields(_lr_config(method)[0])}
 
 
 def _build_lr(method: str, settings: dict[str, Any]) -> Controller:
     """``stagewise`` (the skeleton's search, no restores), ``explore`` (candidates from
     snapshots; workers pass ``model=`` to ``agent.lr_scheduler``) or ``autolrs`` (AutoLRS
     as published; needs ``lr_min`` and ``lr_max``)."""
-    config_cls, build, required = _lr_configs()[method]
+    config_cls, build, required = _lr_config(method)
     known = lr_settings(method)
     unknown = sorted(set(settings) - known)
     if unknown:

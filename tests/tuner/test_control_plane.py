@@ -85,8 +85,8 @@ def test_agent_overhead_ran_the_real_agent_in_both_cases(doc: dict[str, Any]) ->
     # healthy: the decisions written up front were applied; unattended: the base schedule
     assert rows["healthy"]["decision_version_at_end"] >= 1
     assert rows["unattended"]["decision_version_at_end"] == 0
-    # unattended asks Redis more often (every lookahead steps) than healthy (every stage)
-    assert rows["unattended"]["redis_scripts_per_step"] > rows["healthy"]["redis_scripts_per_step"]
+    # unattended: one claim per lookahead (16 steps), one append per flush (32 reports)
+    assert rows["unattended"]["redis_scripts_per_step"] <= 1 / 16 + 1 / 32 + 0.01
 
 
 def test_boundary_stall_crossed_boundaries_with_a_live_head(doc: dict[str, Any]) -> None:

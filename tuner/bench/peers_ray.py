@@ -238,6 +238,9 @@ def _quiet() -> Iterator[None]:
 def ensure_ray() -> bool:
     """Start a local Ray (2 CPUs, no dashboard, token auth as Ray defaults) unless one is up.
 
+    It is always a new cluster of this process (``address="local"``), never one that
+    ``ray start`` left running on the machine.
+
     Returns:
         Whether this call started it.
     """
@@ -245,7 +248,7 @@ def ensure_ray() -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     return True
 
 
