@@ -20,6 +20,10 @@ from tuner.errors import ConfigError, InvalidMetricError
 RESTORABLE_METRIC = "restorable"
 """Metric a worker reports as 1.0 when it carries out snapshot/restore directives."""
 
+DIVERGED_METRIC = "diverged"
+"""Reported as 1.0 (instead of the loss) by a worker whose loss was NaN or infinite while it
+trained a candidate it will be restored from (an ``explore`` decision)."""
+
 
 class DecisionKind(StrEnum):
     """What a decision asks the workers to do over its step range."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from trials.store import JobStore, Store, resolve_url
 from tuner.errors import ConfigError, StepRegressionError
-from tuner.records import RESTORABLE_METRIC, Decision, Report
+from tuner.records import DIVERGED_METRIC, RESTORABLE_METRIC, Decision, DecisionKind, Report
 from workers.reporter import Reporter
 
 if TYPE_CHECKING:
@@ -101,6 +101,8 @@ class Agent:
         # Step -> what the scheduler applied there, for the few steps a report may trail
         # the scheduler by (torch's loop steps the scheduler before the step is reported).
         self._applied_at: dict[int, dict[str, float]] = {}
+        self._exploring_at: dict[int, bool] = {}  # same steps: under an EXPLORE decision?
+        self._exploring = False
         self._closed = False
         self._peek: tuple[int, int, Decision | None] = (0, -1, None)
 
@@ -157,8 +159,14 @@ class Agent:
         and ``decision_version`` when a tautune scheduler drives this rank and the caller
         did not pass them.
 
+        A candidate that blows up is part of exploring: on a rank that restores
+        (``lr_scheduler(model=...)``), at a step an ``explore`` decision covers, NaN or
+        infinite metrics are dropped and ``diverged=1`` is reported instead, which tells the
+        controller to score the candidate worst; its next decision restores a snapshot.
+
         Raises:
-            InvalidMetricError: a metric is NaN, infinite or not a number.
+            InvalidMetricError: a metric is NaN, infinite or not a number (outside the case
+                above).
             StepRegressionError: ``step`` is not after the last reported step.
         """
         if step <= self._last_step:
@@ -166,7 +174,10 @@ class Agent:
                 f"rank {self.rank}: reported step {step} after step {self._last_step}; steps "
                 "must increase. Nothing was recorded."
             )
-        for name, value in self._applied_at.get(step, self._extra).items():
+        applied = self._applied_at.get(step, self._extra)
+        if applied.get(RESTORABLE_METRIC) and self._exploring_at.get(step, self._exploring):
+            metrics = _diverged_if_not_finite(metrics)
+        for name, value in applied.items():
             metrics.setdefault(name, value)
         report = Report(rank=self.rank, step=step, metrics=metrics, attempt=self.attempt)
         self._last_step = step
@@ -327,9 +338,12 @@ class Agent:
             extra["lr"] = lr
         extra["decision_version"] = float(decision.version if decision else 0)
         self._extra = extra
+        self._exploring = decision is not None and decision.kind == DecisionKind.EXPLORE
         self._applied_at[step] = extra
+        self._exploring_at[step] = self._exploring
         while len(self._applied_at) > 8:
             del self._applied_at[next(iter(self._applied_at))]
+            del self._exploring_at[next(iter(self._exploring_at))]
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -344,3 +358,14 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _diverged_if_not_finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` without its NaN/infinite floats and with ``diverged=1``, if it has any."""
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if not bad:
+        return metrics
+    log.info("tautune: candidate diverged (%s not finite); reporting diverged=1", bad)
+    kept = {k: v for k, v in metrics.items() if k not in bad}
+    kept[DIVERGED_METRIC] = 1.0
+    return kept

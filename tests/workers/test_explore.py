@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
 import torch
 
 from trials.store import JobStore, Store
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, InvalidMetricError
 from tuner.records import Decision, DecisionKind
 from workers.agent import Agent
 from workers.explore import StateMover
@@ -154,3 +155,55 @@ def test_agent_reports_that_it_can_restore(job: JobStore, agent: Agent) -> None:
     job.ensure_group()
     reports = [r for _, r in job.read_reports("test").reports]
     assert reports and all(r.metrics.get("restorable") == 1.0 for r in reports)
+
+
+def test_a_candidate_that_blows_up_reports_diverged_and_is_restored(
+    job: JobStore, agent: Agent
+) -> None:
+    # steps 5-9 try an LR that sends the weights to inf; step 10 restores the snapshot of 5
+    _commit(
+        job,
+        [
+            Decision(
+                stage=0,
+                kind=DecisionKind.EXPLORE,
+                from_step=5,
+                until_step=10,
+                lr=1e30,
+                snapshot=True,
+            ),
+            Decision(
+                stage=1, kind=DecisionKind.COMMIT, from_step=10, lr=1e-3, restore_from=5
+            ),
+        ],
+    )
+    model, opt, x, y = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    sched = agent.lr_scheduler(opt, model=model)
+    losses = []
+    for step in range(14):
+        idx = torch.randint(0, 512, (32,))
+        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        losses.append(loss.item())
+        agent.report(step, loss=loss.item())  # NaN/inf during the candidate: no error
+        sched.step()
+    agent.flush()
+    job.ensure_group()
+    by_step = {r.step: r.metrics for _, r in job.read_reports("test").reports}
+    blown = [s for s in range(5, 10) if not math.isfinite(losses[s])]
+    assert blown, "the candidate was meant to blow up"
+    for s in blown:
+        assert by_step[s]["diverged"] == 1.0 and "loss" not in by_step[s]
+    assert all("diverged" not in by_step[s] for s in range(5) if s not in blown)
+    assert losses[10] == losses[5]  # restored: the same weights and batch as step 5
+    assert all(math.isfinite(v) for v in losses[10:])
+
+
+def test_a_nan_loss_outside_exploration_is_still_an_error(job: JobStore, agent: Agent) -> None:
+    model, opt, _, _ = _problem()
+    agent.lr_scheduler(opt, model=model)
+    with pytest.raises(InvalidMetricError, match="loss"):
+        agent.report(0, loss=math.nan)

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tuner.errors import ConfigError
-from tuner.records import Report
+from tuner.records import DIVERGED_METRIC, Report
 
-DIVERGED_METRIC = "diverged"
-"""Reported as 1.0 (instead of the loss) by a worker whose loss was NaN or infinite."""
+__all__ = ["DIVERGED_METRIC", "StepCurve"]
 
 
 class StepCurve:
