@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tuner.errors import ConfigError
 from workers.arm_loss import arm_metrics, split_loss_by_arm
 from workers.mixture import (
+    BatchLayout,
     MixtureBatch,
     MixtureCollate,
     MixtureIndex,
@@ -27,7 +28,6 @@ from workers.mixture import (
     WeightTracker,
     check_arm_names,
     check_int,
-    draw_arms,
     normalize_weights,
     permutation,
     resolve_initial_weights,
@@ -108,7 +108,7 @@ class MixtureDataset(Dataset[MixtureSample]):
         return MixtureSample(item, arm, version, step, batch)
 
 
-class MixtureBatchSampler(Sampler[list[MixtureIndex]]):
+class MixtureBatchSampler(Sampler[list[MixtureIndex]], BatchLayout):
     """Batches of :class:`MixtureIndex`, an arm per slot drawn from the weights in force.
 
     Args:
@@ -158,16 +158,8 @@ class MixtureBatchSampler(Sampler[list[MixtureIndex]]):
         if not isinstance(index_sets, Mapping):
             raise ConfigError(f"arms must be a MixtureDataset or {{arm: indices}}, got {arms!r}")
         self.arm_names = check_arm_names(index_sets)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
-        self.world_size = check_int("world_size", world_size, minimum=1)
-        self.rank = check_int("rank", rank, minimum=0)
-        if self.rank >= self.world_size:
-            raise ConfigError(f"rank must be in [0, world_size), got {rank=}, {world_size=}")
-        self.batches_per_step = check_int("batches_per_step", batches_per_step, minimum=1)
-        self.start_step = check_int("start_step", start_step, minimum=0)
-        self.num_batches = (
-            None if num_batches is None else check_int("num_batches", num_batches, minimum=1)
+        self.set_layout(
+            batch_size, seed, rank, world_size, batches_per_step, start_step, num_batches
         )
         self.shuffle = shuffle
         sizes = [len(index_sets[name]) for name in self.arm_names]
@@ -222,12 +214,8 @@ class MixtureBatchSampler(Sampler[list[MixtureIndex]]):
 
     def _draw_batch(self) -> list[MixtureIndex]:
         b = self._batch
-        step = self.start_step + b // self.batches_per_step
-        self._mixture.update(step)
+        step, arm_ids = self.draw_batch(self._mixture, b)
         version = self._mixture.version
-        arm_ids = draw_arms(
-            self._mixture.cdf, self.batch_size, seed=self.seed, version=version, batch=b
-        )
         out = [MixtureIndex(self._next_index(a), a, version, step, b) for a in arm_ids]
         self._batch = b + 1
         self._history.append((b, version, self._mixture.weights, tuple(self._drawn)))

@@ -306,3 +306,57 @@ class WeightTracker:
         self._raw = weights
         if version != self.version or normalized != self.weights:
             self.set(version, normalized)
+
+
+class BatchLayout:
+    """How a mixture lays its batches over ranks and optimizer steps, and draws their arms.
+
+    A mixin for :class:`~workers.sampler.MixtureBatchSampler` and
+    :class:`~workers.mixture_stream.MixtureStream`, which take these as arguments and keep
+    them as attributes; :meth:`set_layout` checks them.
+    """
+
+    batch_size: int
+    seed: int
+    rank: int
+    world_size: int
+    batches_per_step: int
+    start_step: int
+    num_batches: int | None
+
+    def set_layout(
+        self,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        batches_per_step: int,
+        start_step: int,
+        num_batches: int | None,
+    ) -> None:
+        """Check and keep the layout (see the mixture classes for each argument).
+
+        Raises:
+            ConfigError: a value that is not an int of its minimum, or ``rank >= world_size``.
+        """
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.world_size = check_int("world_size", world_size, minimum=1)
+        self.rank = check_int("rank", rank, minimum=0)
+        if self.rank >= self.world_size:
+            raise ConfigError(f"rank must be in [0, world_size), got {rank=}, {world_size=}")
+        self.batches_per_step = check_int("batches_per_step", batches_per_step, minimum=1)
+        self.start_step = check_int("start_step", start_step, minimum=0)
+        self.num_batches = (
+            None if num_batches is None else check_int("num_batches", num_batches, minimum=1)
+        )
+
+    def draw_batch(self, mixture: WeightTracker, batch: int) -> tuple[int, list[int]]:
+        """The optimizer step of batch ``batch`` and its ``batch_size`` arm ids, drawn from
+        the weights ``mixture`` holds for that step (``mixture.version`` after the call)."""
+        step = self.start_step + batch // self.batches_per_step
+        mixture.update(step)
+        arm_ids = draw_arms(
+            mixture.cdf, self.batch_size, seed=self.seed, version=mixture.version, batch=batch
+        )
+        return step, arm_ids

@@ -40,13 +40,13 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 
 from tuner.errors import ConfigError
 from workers.mixture import (
+    BatchLayout,
     MixtureCollate,
     MixtureSample,
     WeightsFn,
     WeightTracker,
     check_arm_names,
     check_int,
-    draw_arms,
     resolve_initial_weights,
 )
 
@@ -54,7 +54,7 @@ ArmSource: TypeAlias = Iterable[Any] | Callable[[int, int], Iterable[Any]]
 """An arm's data: a re-iterable (sharded by stride) or a factory ``(shard, num_shards)``."""
 
 
-class MixtureStream(IterableDataset[MixtureSample]):
+class MixtureStream(IterableDataset[MixtureSample], BatchLayout):
     """Tagged items from per-arm streams, an arm per item drawn from the weights in force.
 
     Args:
@@ -92,19 +92,11 @@ class MixtureStream(IterableDataset[MixtureSample]):
                     f"iterable, got {streams[name]!r}"
                 )
         self.streams = dict(streams)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
-        self.world_size = check_int("world_size", world_size, minimum=1)
-        self.rank = check_int("rank", rank, minimum=0)
-        if self.rank >= self.world_size:
-            raise ConfigError(f"rank must be in [0, world_size), got {rank=}, {world_size=}")
-        self.batches_per_step = check_int("batches_per_step", batches_per_step, minimum=1)
-        self.start_step = check_int("start_step", start_step, minimum=0)
+        self.set_layout(
+            batch_size, seed, rank, world_size, batches_per_step, start_step, num_batches
+        )
         self.start_batch = check_int("start_batch", start_batch, minimum=0)
         self.weights_lag = check_int("weights_lag", weights_lag, minimum=0)
-        self.num_batches = (
-            None if num_batches is None else check_int("num_batches", num_batches, minimum=1)
-        )
         self.weights_for = weights_for
         self.initial = resolve_initial_weights(initial_weights, self.arm_names, None)
 
@@ -122,13 +114,9 @@ class MixtureStream(IterableDataset[MixtureSample]):
         end = None if self.num_batches is None else self.start_batch + self.num_batches
         b = self.start_batch + worker
         while end is None or b < end:
-            step = self.start_step + b // self.batches_per_step
-            mixture.update(step)
-            version = mixture.version
-            for arm in draw_arms(
-                mixture.cdf, self.batch_size, seed=self.seed, version=version, batch=b
-            ):
-                yield MixtureSample(readers[arm].next(), arm, version, step, b)
+            step, arm_ids = self.draw_batch(mixture, b)
+            for arm in arm_ids:
+                yield MixtureSample(readers[arm].next(), arm, mixture.version, step, b)
             b += workers
 
     def loader(self, **kwargs: Any) -> DataLoader[Any]:
