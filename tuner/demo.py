@@ -9,9 +9,9 @@ Prints a summary and writes a PNG of LR and loss against step.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tuner.demo_runner import run_pair
+from tuner.demo_runner import Budget, Demo
 from tuner.plot import plot_runs
 from workers.agent import Agent
 from workers.tasks.charlm import CharLMTask
@@ -40,23 +40,17 @@ class RunLog:
 
 
 def _train(
-    task: CharLMTask,
-    *,
-    steps: int,
-    lr: float,
-    seed: int,
-    agent: Agent | None,
-    progress: Progress,
-    label: str,
+    task: CharLMTask, budget: Budget, agent: Agent | None, progress: Progress, label: str
 ) -> RunLog:
-    model = task.model(seed)
+    steps, lr = budget.steps, budget.lr
+    model = task.model(budget.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     scheduler: torch.optim.lr_scheduler.LRScheduler
     if agent is not None:
         scheduler = agent.lr_scheduler(optimizer)
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(budget.seed)
     log = RunLog([], [], [])
     task_id = progress.add_task(label, total=steps, loss=float("nan"), lr=lr, stage="-")
     start = time.perf_counter()
@@ -96,16 +90,14 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo; returns the summary it prints (also written as ``summary.json``)."""
     console = console or Console()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    job = f"demo-{int(time.time())}"
+    budget = Budget(steps=steps, tau=tau, lr=lr, seed=seed)
     spec = {"method": "stagewise", "init_lr": lr, "tau": tau, "total_steps": steps}
     task = CharLMTask()
     console.print(
         f"[bold]tautune demo[/]: byte-level LM on the stdlib source "
         f"({len(task.train_data) / 1e6:.1f} MB), AdamW, {steps} steps, stage τ={tau} steps"
     )
-    t0 = time.perf_counter()
+    demo = Demo.start("demo", out_dir, console, redis_url, ray_address)
     columns = (
         TextColumn("{task.description:<9}"),
         BarColumn(),
@@ -114,32 +106,13 @@ def run_demo(
         TextColumn("stage {task.fields[stage]}"),
         TimeElapsedColumn(),
     )
-
-    def train(agent: Agent | None, progress: Progress, label: str) -> RunLog:
-        return _train(
-            task, steps=steps, lr=lr, seed=seed, agent=agent, progress=progress, label=label
-        )
-
-    pair = run_pair(
-        train,
-        job=job,
-        spec=spec,
-        baseline_label="constant",
-        console=console,
-        columns=columns,
-        redis_url=redis_url,
-        ray_address=ray_address,
-    )
-    tuned, constant, head, decisions = pair.tuned, pair.baseline, pair.head, pair.decisions
-    console.print(f"Redis: {'embedded' if pair.embedded_redis else 'external'}; job {job}")
+    pair = demo.run_pair(partial(_train, task, budget), spec, "constant", columns)
+    tuned, constant = pair.tuned, pair.baseline
+    console.print(f"Redis: {'embedded' if pair.embedded_redis else 'external'}; job {demo.job}")
     summary = {
-        "job": job,
-        "steps": steps,
-        "tau": tau,
-        "init_lr": lr,
-        "decisions": len(decisions),
+        **demo.summary(budget, pair),
         "stall_s": pair.stall_s,
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": demo.wall_s(),
         "runs": {
             name: {
                 "final_train_loss": r.final_train_loss(),
@@ -148,15 +121,15 @@ def run_demo(
             }
             for name, r in (("tautune", tuned), ("constant", constant))
         },
-        "head": head,
+        "head": pair.head,
     }
     plot = plot_runs(
-        out / "demo.png",
+        demo.out / "demo.png",
         {"tautune": asdict(tuned), f"constant {lr:g}": asdict(constant)},
         title=f"tautune demo: stdlib byte-LM, AdamW, {steps} steps",
-        boundaries=[d.from_step for d in decisions],
+        boundaries=[d.from_step for d in pair.decisions],
     )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    demo.write_summary("summary.json", summary)
     _print_summary(console, summary, tuned, constant, plot)
     return summary
 

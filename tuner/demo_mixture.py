@@ -11,8 +11,8 @@ The target is the mean validation loss of the four clean domains.
 
 from __future__ import annotations
 
-import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from tuner.demo_runner import run_pair
+from tuner.demo_runner import Budget, Demo
 from workers.agent import Agent
 from workers.arm_loss import arm_metrics, split_loss_by_arm
 from workers.batch_sampler import MixtureBatchSampler
@@ -32,19 +32,13 @@ MIXTURE_METHOD = "exp3s"  # tautune's default mixture bandit (docs/benchmarks-mi
 
 
 def _train(
-    task: MixtureLMTask,
-    *,
-    steps: int,
-    lr: float,
-    seed: int,
-    agent: Agent | None,
-    progress: Progress,
-    label: str,
+    task: MixtureLMTask, budget: Budget, agent: Agent | None, progress: Progress, label: str
 ) -> dict[str, Any]:
+    steps, seed = budget.steps, budget.seed
     weights_for = decision_weights(lambda s: agent.decision(s, wait=False)) if agent else None
     sampler = MixtureBatchSampler(task.arm_starts, task.cfg.batch_size, weights_for, seed=seed)
     model = task.model(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr)
     sched: torch.optim.lr_scheduler.LRScheduler = (
         agent.lr_scheduler(opt) if agent else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     )
@@ -90,10 +84,8 @@ def run_mixture_demo(
 ) -> dict[str, Any]:
     """Run the demo; returns the summary it prints (also written as ``summary-mixture.json``)."""
     console = console or Console()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    budget = Budget(steps=steps, tau=tau, lr=lr, seed=seed)
     task = build_task("mixture", MixtureLMConfig(domain_bytes=400_000))
-    job = f"demo-mixture-{int(time.time())}"
     spec = {
         "method": "composite",
         "lr": {"method": "stagewise", "init_lr": lr, "tau": tau, "total_steps": steps},
@@ -109,39 +101,21 @@ def run_mixture_demo(
         f"[bold]tautune demo --mixture[/]: byte LM over {', '.join(task.arms)}; LR and mixture "
         f"({MIXTURE_METHOD}) decided every {tau} steps; {steps} steps"
     )
-    t0 = time.perf_counter()
-
-    def train(agent: Agent | None, progress: Progress, label: str) -> dict[str, Any]:
-        return _train(
-            task, steps=steps, lr=lr, seed=seed, agent=agent, progress=progress, label=label
-        )
-
-    pair = run_pair(
-        train,
-        job=job,
-        spec=spec,
-        baseline_label="uniform",
-        console=console,
-        redis_url=redis_url,
-        ray_address=ray_address,
-    )
-    tuned, uniform, head, decisions = pair.tuned, pair.baseline, pair.head, pair.decisions
+    demo = Demo.start("demo-mixture", out_dir, console, redis_url, ray_address)
+    pair = demo.run_pair(partial(_train, task, budget), spec, "uniform")
+    tuned, uniform = pair.tuned, pair.baseline
     summary = {
-        "job": job,
-        "steps": steps,
-        "tau": tau,
-        "init_lr": lr,
-        "decisions": len(decisions),
-        "wall_s": time.perf_counter() - t0,
-        "head": head,
+        **demo.summary(budget, pair),
+        "wall_s": demo.wall_s(),
+        "head": pair.head,
         "runs": {
             name: {"target_val_loss": r["target"], "val": r["val"], "wall_s": r["wall_s"]}
             for name, r in (("tautune", tuned), ("uniform", uniform))
         },
         "final_weights": tuned["weights"][-1],
     }
-    plot = _plot(out / "demo-mixture.png", tuned, uniform, task.arms)
-    (out / "summary-mixture.json").write_text(json.dumps(summary, indent=2, default=str))
+    plot = _plot(demo.out / "demo-mixture.png", tuned, uniform, task.arms)
+    demo.write_summary("summary-mixture.json", summary)
     table = Table(title="Same model, seed and step budget; target: clean-domain validation loss")
     for col in ("run", "target val loss", *task.arms):
         table.add_column(col, justify="right")
@@ -152,7 +126,7 @@ def run_mixture_demo(
     gain = (uniform["target"] - tuned["target"]) / uniform["target"] * 100
     console.print(
         f"Target loss {'down' if gain > 0 else 'up'} {abs(gain):.1f}%; final mixture: "
-        f"{weights}; {len(decisions)} decisions, {summary['wall_s']:.0f}s in all."
+        f"{weights}; {len(pair.decisions)} decisions, {summary['wall_s']:.0f}s in all."
     )
     console.print(f"Plot: {plot}")
     return summary

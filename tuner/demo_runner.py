@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from rich.console import Console
@@ -64,6 +66,82 @@ def run_pair(
             stop_head(job)
             raise
         return Pair(tuned, baseline, head, decisions, agent.stall_s, rt.embedded is not None)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a demo's tuned run and its baseline share, so that only the tuning differs."""
+
+    steps: int  # optimizer steps per run
+    tau: int  # optimizer steps per stage
+    lr: float  # the tuned run's starting LR, and the baseline's constant one
+    seed: int
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One demo invocation: its job, its output folder, and where Redis and Ray are.
+
+    Make it once the task is built: :meth:`wall_s` counts from then.
+    """
+
+    job: str
+    out: Path
+    console: Console
+    redis_url: str | None = None
+    ray_address: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(
+        cls,
+        name: str,
+        out_dir: str | Path,
+        console: Console,
+        redis_url: str | None,
+        ray_address: str | None,
+    ) -> Demo:
+        """A job named ``{name}-{unix seconds}``; ``out_dir`` is made if missing."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return cls(f"{name}-{int(time.time())}", out, console, redis_url, ray_address)
+
+    def run_pair(
+        self,
+        train: TrainFn[R],
+        spec: Mapping[str, Any],
+        baseline_label: str,
+        columns: Sequence[ProgressColumn | str] = (),
+    ) -> Pair[R]:
+        """:func:`run_pair` for this demo's job."""
+        return run_pair(
+            train,
+            job=self.job,
+            spec=spec,
+            baseline_label=baseline_label,
+            console=self.console,
+            columns=columns,
+            redis_url=self.redis_url,
+            ray_address=self.ray_address,
+        )
+
+    def summary(self, budget: Budget, pair: Pair[Any]) -> dict[str, Any]:
+        """The fields that both demos' summaries open with."""
+        return {
+            "job": self.job,
+            "steps": budget.steps,
+            "tau": budget.tau,
+            "init_lr": budget.lr,
+            "decisions": len(pair.decisions),
+        }
+
+    def wall_s(self) -> float:
+        """Seconds since this demo started."""
+        return time.perf_counter() - self.started
+
+    def write_summary(self, name: str, summary: Mapping[str, Any]) -> None:
+        """Write ``summary`` as JSON to ``name`` in the output folder."""
+        (self.out / name).write_text(json.dumps(summary, indent=2, default=str))
 
 
 HEAD_START_TIMEOUT_S = 120.0
