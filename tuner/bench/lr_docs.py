@@ -8,19 +8,32 @@ how to read them, never what they show. Regenerate with
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tuner.bench.docs_common import (
+    DASH,
+    curve_xy,
+    docs_parser,
+    first_seed_rows,
+    key_text,
+    loss_lr_figure,
+    machine_section,
+    machine_text,
+    num_text,
+    rows_of,
+    save_figure,
+    seeds_of,
+    value_text,
+    write_and_list,
+)
 from tuner.errors import ConfigError
 
-DASH = "–"
 REQUIRED: dict[str, type] = {"task": str, "results": list, "summary": list}
 """Top-level keys every document must have, with their JSON types."""
 
@@ -94,55 +107,10 @@ def load_docs(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
 # -- markdown --------------------------------------------------------------------------------
 
 
-def _num(x: Any, digits: int = 4) -> str:
-    """A number for the page: ints as they are, floats to ``digits`` significant digits."""
-    if x is None:
-        return DASH
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return str(x)
-    if isinstance(x, int) or (x.is_integer() and abs(x) < 1e15):
-        return str(int(x))
-    return f"{x:.{digits}g}"
-
-
-def _value(x: Any, verdict: bool = False) -> str:
-    """A config or verdict value: lists joined, dicts as JSON, booleans as yes/no or, in a
-    ``verdict``, as met/not met."""
-    if isinstance(x, bool):
-        if verdict:
-            return "met" if x else "not met"
-        return "yes" if x else "no"
-    if isinstance(x, list | tuple):
-        return "[" + ", ".join(_num(v) for v in x) + "]"
-    if isinstance(x, dict):
-        return f"`{json.dumps(x, sort_keys=True)}`"
-    if isinstance(x, str):
-        return f"`{x}`"
-    return _num(x)
-
-
-def _words(key: str) -> str:
-    return key.replace("_", " ")
-
-
-def _seeds(doc: Mapping[str, Any]) -> list[Any]:
-    seeds = (doc.get("config") or {}).get("seeds")
-    if seeds:
-        return list(seeds)
-    return sorted({r["seed"] for r in doc["results"]}, key=str)
-
-
-def _rows(doc: Mapping[str, Any], method: str) -> list[Mapping[str, Any]]:
-    """``method``'s results ordered by seed as the config lists them."""
-    order = {s: i for i, s in enumerate(_seeds(doc))}
-    rows = [r for r in doc["results"] if r["method"] == method]
-    return sorted(rows, key=lambda r: order.get(r["seed"], len(order)))
-
-
 def _method_name(doc: Mapping[str, Any], method: str) -> str:
-    peaks = {(r.get("info") or {}).get("peak") for r in _rows(doc, method)} - {None}
+    peaks = {(r.get("info") or {}).get("peak") for r in rows_of(doc, method)} - {None}
     if len(peaks) == 1:
-        return f"{method} (peak {_num(peaks.pop())})"
+        return f"{method} (peak {num_text(peaks.pop())})"
     return method
 
 
@@ -156,31 +124,31 @@ def _table(doc: Mapping[str, Any]) -> list[str]:
     lines = [head, rule]
     for row in summary:
         method = row["method"]
-        per_seed = ", ".join(_num(r.get("steps_to_target")) for r in _rows(doc, method))
+        per_seed = ", ".join(num_text(r.get("steps_to_target")) for r in rows_of(doc, method))
         cells = [
             _method_name(doc, method),
-            f"{_num(row.get('final_loss_median'))} "
-            f"[{_num(row.get('final_loss_min'))}–{_num(row.get('final_loss_max'))}]",
-            f"{_num(row.get('steps_to_target_median'))} ({per_seed})",
-            _num(row.get("exploration_steps_median")),
-            _num(row.get("wall_s_median"), 3),
+            f"{num_text(row.get('final_loss_median'))} "
+            f"[{num_text(row.get('final_loss_min'))}–{num_text(row.get('final_loss_max'))}]",
+            f"{num_text(row.get('steps_to_target_median'))} ({per_seed})",
+            num_text(row.get("exploration_steps_median")),
+            num_text(row.get("wall_s_median"), 3),
         ]
         if ratio:
-            cells.append(_num(row.get("ratio_to_optimal")))
+            cells.append(num_text(row.get("ratio_to_optimal")))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def _peak(key: str) -> str:
     try:
-        return _num(float(key), 3)
+        return num_text(float(key), 3)
     except ValueError:
         return key
 
 
-def _grid_note(doc: Mapping[str, Any]) -> list[str]:
+def grid_note(doc: Mapping[str, Any]) -> list[str]:
     """What the cosine grid measured, by peak LR, and the peak it chose."""
-    rows = [r for r in _rows(doc, "cosine-grid-best") if (r.get("info") or {}).get("grid")]
+    rows = [r for r in rows_of(doc, "cosine-grid-best") if (r.get("info") or {}).get("grid")]
     if not rows:
         return []
     grids = [r["info"]["grid"] for r in rows]
@@ -191,17 +159,19 @@ def _grid_note(doc: Mapping[str, Any]) -> list[str]:
     )
     out = []
     for seed, grid in shown:
-        cells = ", ".join(f"{_peak(k)} → {_num(v)}" for k, v in grid.items())
+        cells = ", ".join(f"{_peak(k)} → {num_text(v)}" for k, v in grid.items())
         whose = "" if seed is None else f" (seed {seed})"
         out.append(f"`cosine-grid-best` grid{whose}, final loss by peak LR: {cells}.")
     peaks = [(r["info"].get("peak"), r["seed"]) for r in rows]
     if len({p for p, _ in peaks}) == 1:
-        out.append(f"Chosen peak: {_num(peaks[0][0])}.")
+        out.append(f"Chosen peak: {num_text(peaks[0][0])}.")
     else:
-        out.append("Chosen peaks: " + ", ".join(f"{_num(p)} (seed {s})" for p, s in peaks) + ".")
+        out.append(
+            "Chosen peaks: " + ", ".join(f"{num_text(p)} (seed {s})" for p, s in peaks) + "."
+        )
     cost = rows[0]["info"].get("grid_total_steps")
     if cost is not None:
-        out.append(f"Grid total steps: {_num(cost)}.")
+        out.append(f"Grid total steps: {num_text(cost)}.")
     return [" ".join(out), ""]
 
 
@@ -210,14 +180,14 @@ def _verdict(done: Mapping[str, Any] | None) -> list[str]:
         return ["**Done-when:** no criteria recorded for this task.", ""]
     flags = [v for v in done.values() if isinstance(v, bool)]
     head = f"{sum(flags)} of {len(flags)} met" if flags else "recorded values"
-    parts = "; ".join(f"{_words(k)}: {_value(v, verdict=True)}" for k, v in done.items())
+    parts = "; ".join(f"{key_text(k)}: {value_text(v, verdict=True)}" for k, v in done.items())
     return [f"**Done-when ({head}).** {parts}.", ""]
 
 
 def _config_line(doc: Mapping[str, Any]) -> str:
     cfg = doc.get("config") or {}
-    parts = [f"{_words(k)} {_value(v)}" for k, v in cfg.items()]
-    target = f"target loss {_num(doc.get('target_loss'))}"
+    parts = [f"{key_text(k)} {value_text(v)}" for k, v in cfg.items()]
+    target = f"target loss {num_text(doc.get('target_loss'))}"
     if doc.get("target_method"):
         target += f" (from `{doc['target_method']}`)"
     return "**Config:** " + "; ".join([*parts, target]) + "."
@@ -227,12 +197,12 @@ def _task_section(doc: Mapping[str, Any], plot_dir_rel: str) -> list[str]:
     task = doc["task"]
     name = plot_filename(task)
     link = name if plot_dir_rel in ("", ".") else f"{plot_dir_rel.rstrip('/')}/{name}"
-    seed = _seeds(doc)[0] if _seeds(doc) else None
+    seed = seeds_of(doc)[0] if seeds_of(doc) else None
     out = [f"## `{task}`", ""]
     if doc.get("text"):
         out += [str(doc["text"]), ""]
     out += [_config_line(doc), "", *_table(doc), ""]
-    out += _grid_note(doc)
+    out += grid_note(doc)
     out += _verdict(doc.get("done_when"))
     out += [
         f"![{task}: loss and learning rate by step, seed {seed}]({link})",
@@ -245,32 +215,21 @@ def _task_section(doc: Mapping[str, Any], plot_dir_rel: str) -> list[str]:
     return out
 
 
-def _machine_text(m: Mapping[str, Any]) -> str:
-    known = ("cpu", "cpu_count", "platform", "python", "torch", "load_avg_at_start")
-    text = (
-        f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} logical CPUs, "
-        f"{m.get('platform', '?')}, Python {m.get('python', '?')}, torch {m.get('torch', '?')}"
-    )
-    extra = [f"{_words(k)} {_value(v)}" for k, v in m.items() if k not in known]
-    return "; ".join([text, *extra])
-
-
 def _machine(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     machines = [d.get("machine") or {} for d in docs]
-    out = ["## Machine", ""]
     if not machines[0]:
-        return [*out, "Not recorded in the JSON.", ""]
-    out += [_machine_text(machines[0]) + ".", ""]
+        return ["## Machine", "", "Not recorded in the JSON.", ""]
+    out = machine_section(machines[0])
     loads = ", ".join(
-        f"`{d['task']}` {_value(m.get('load_avg_at_start'))}"
+        f"`{d['task']}` {value_text(m.get('load_avg_at_start'))}"
         for d, m in zip(docs, machines, strict=True)
     )
     out += [f"Load average at the start of each benchmark: {loads}.", ""]
-    same = [_machine_text(m) == _machine_text(machines[0]) for m in machines]
+    same = [machine_text(m) == machine_text(machines[0]) for m in machines]
     if not all(same):
         out += ["**The documents disagree on the machine:**", ""]
         out += [
-            f"- `{d['task']}`: {_machine_text(m)}"
+            f"- `{d['task']}`: {machine_text(m)}"
             for d, m, ok in zip(docs, machines, same, strict=True)
             if not ok
         ]
@@ -326,11 +285,6 @@ def render(
 # -- figures ---------------------------------------------------------------------------------
 
 
-def _xy(points: Any) -> tuple[list[float], list[float]]:
-    pairs = [(float(p[0]), math.nan if p[1] is None else float(p[1])) for p in points or []]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
 def plot_task(doc: Mapping[str, Any], path: Path) -> Path:
     """Write ``doc``'s figure to ``path``: loss and LR schedule by step, one line per method.
 
@@ -340,24 +294,15 @@ def plot_task(doc: Mapping[str, Any], path: Path) -> Path:
     Returns:
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seeds = _seeds(doc)
-    seed = seeds[0] if seeds else None
-    fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    seed, rows = first_seed_rows(doc)
+    fig, loss_ax, lr_ax = loss_lr_figure(figsize=(11, 4))
     losses: list[float] = []
-    for method in dict.fromkeys(r["method"] for r in doc["results"]):
-        row = next((r for r in _rows(doc, method) if r["seed"] == seed), None)
-        if row is None:
-            continue
-        x, y = _xy(row.get("curve"))
+    for _, method, row in rows:
+        x, y = curve_xy(row.get("curve"))
         if x:
             loss_ax.plot(x, y, label=method, lw=1.2)
             losses += [v for v in y if math.isfinite(v)]
-        x, y = _xy(row.get("schedule"))
+        x, y = curve_xy(row.get("schedule"))
         if x:
             lr_ax.step(x, y, where="post", label=method, lw=1.2)
     target = doc.get("target_loss")
@@ -371,14 +316,7 @@ def plot_task(doc: Mapping[str, Any], path: Path) -> Path:
     task = doc["task"]
     loss_ax.set(title=f"{task}: loss (seed {seed})", xlabel="total steps", ylabel="loss")
     lr_ax.set(title=f"{task}: learning rate (seed {seed})", xlabel="step", ylabel="LR")
-    for ax in (loss_ax, lr_ax):
-        if ax.lines:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_docs(
@@ -414,24 +352,19 @@ def write_docs(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tuner.bench.lr_docs JSON... [--out MD] [--plots DIR]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tuner.bench.lr_docs",
-        description="Write the LR benchmark page and figures from benchmark JSON files.",
+    parser = docs_parser(
+        "tuner.bench.lr_docs",
+        "Write the LR benchmark page and figures from benchmark JSON files.",
+        Path("docs/benchmarks.md"),
     )
     parser.add_argument("json", nargs="+", help="files from `tautune bench TASK --json PATH`")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
-    parser.add_argument("--plots", type=Path, default=None, help="default: the page's folder")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "tuner.bench.lr_docs", *(argv or sys.argv[1:])])
-    try:
+
+    def write(command: str) -> list[Path]:
         docs = load_docs(args.json)
-        written = write_docs(docs, args.out, args.plots or args.out.parent, command)
-    except ConfigError as e:
-        print(f"lr_docs: error: {e}", file=sys.stderr)
-        return 1
-    for path in written:
-        print(path)
-    return 0
+        return write_docs(docs, args.out, args.plots or args.out.parent, command)
+
+    return write_and_list("tuner.bench.lr_docs", argv, write)
 
 
 if __name__ == "__main__":

@@ -7,27 +7,30 @@ wrote; the prose says how to read the numbers, never what they show. Regenerate 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuner.bench.lr_docs import (
+from tuner.bench.docs_common import (
     DASH,
-    _grid_note,
-    _machine_text,
-    _num,
-    _rows,
-    _seeds,
-    _value,
-    _words,
-    _xy,
+    curve_xy,
+    docs_parser,
+    first_seed_rows,
+    key_text,
+    loss_lr_figure,
+    machine_section,
+    num_text,
+    rows_of,
+    save_figure,
+    seeds_of,
+    value_text,
+    write_and_list,
 )
+from tuner.bench.lr_docs import grid_note
 from tuner.errors import ConfigError
 
 COLUMNS = """\
@@ -112,18 +115,18 @@ def plot_filename(task: str) -> str:
 
 
 def _name(doc: Mapping[str, Any], method: str) -> str:
-    rows = _rows(doc, method)
+    rows = rows_of(doc, method)
     info = [r.get("info") or {} for r in rows]
     values = {i.get("peak", i.get("lr")) for i in info} - {None}
     if method in ("pbt", "pb2", "prodigy") or len(values) != 1:
         return method
     label = "peak" if method in ("cosine-grid-best", "linear") else "lr"
-    return f"{method} ({label} {_num(values.pop())})"
+    return f"{method} ({label} {num_text(values.pop())})"
 
 
 def _spread(row: Mapping[str, Any]) -> str:
-    lo, hi = _num(row.get("final_loss_min")), _num(row.get("final_loss_max"))
-    return f"{_num(row.get('final_loss_median'))} [{lo}–{hi}]"
+    lo, hi = num_text(row.get("final_loss_min")), num_text(row.get("final_loss_max"))
+    return f"{num_text(row.get('final_loss_median'))} [{lo}–{hi}]"
 
 
 def _table(doc: Mapping[str, Any]) -> list[str]:
@@ -134,17 +137,17 @@ def _table(doc: Mapping[str, Any]) -> list[str]:
     ]
     for row in doc["summary"]:
         method = row["method"]
-        runs = _rows(doc, method)
-        stt = ", ".join(_num(r.get("steps_to_target")) for r in runs)
-        ctt = ", ".join(_num(r.get("compute_to_target")) for r in runs)
+        runs = rows_of(doc, method)
+        stt = ", ".join(num_text(r.get("steps_to_target")) for r in runs)
+        ctt = ", ".join(num_text(r.get("compute_to_target")) for r in runs)
         cells = [
             _name(doc, method),
             _spread(row),
-            f"{_num(row.get('steps_to_target_median'))} ({stt})",
-            f"{_num(row.get('compute_to_target_median'))} ({ctt})",
-            _num(row.get("total_compute_median")),
-            _num(row.get("exploration_steps_median")),
-            _num(row.get("wall_s_median"), 3),
+            f"{num_text(row.get('steps_to_target_median'))} ({stt})",
+            f"{num_text(row.get('compute_to_target_median'))} ({ctt})",
+            num_text(row.get("total_compute_median")),
+            num_text(row.get("exploration_steps_median")),
+            num_text(row.get("wall_s_median"), 3),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     for na in doc.get("not_applicable") or []:
@@ -167,40 +170,40 @@ def _population_notes(doc: Mapping[str, Any]) -> list[str]:
     """One bullet per PBT/PB2 run: population steps, members' finals and state steps."""
     out = []
     for method in ("pbt", "pb2"):
-        for r in _rows(doc, method):
+        for r in rows_of(doc, method):
             info = r.get("info") or {}
-            members = ", ".join(_num(x) for x in info.get("member_final_losses", []))
+            members = ", ".join(num_text(x) for x in info.get("member_final_losses", []))
             out.append(
-                f"- `{method}` seed {r['seed']}: {_num(r.get('total_steps'))} population "
+                f"- `{method}` seed {r['seed']}: {num_text(r.get('total_steps'))} population "
                 f"steps; members' final losses {members}; members' state steps "
-                f"{_value(info.get('member_state_steps'))}; the lineage changed member "
-                f"{_num(info.get('lineage_member_switches'))} times; initial LRs "
-                f"{_value(info.get('initial_lrs'))}."
+                f"{value_text(info.get('member_state_steps'))}; the lineage changed member "
+                f"{num_text(info.get('lineage_member_switches'))} times; initial LRs "
+                f"{value_text(info.get('initial_lrs'))}."
             )
     return [*out, ""] if out else []
 
 
 def _config_line(doc: Mapping[str, Any]) -> str:
     cfg = doc.get("config") or {}
-    parts = [f"{_words(k)} {_value(v)}" for k, v in cfg.items() if v is not None]
-    return "**Config:** " + "; ".join([*parts, f"target loss {_num(doc.get('target_loss'))}"])
+    parts = [f"{key_text(k)} {value_text(v)}" for k, v in cfg.items() if v is not None]
+    return "**Config:** " + "; ".join([*parts, f"target loss {num_text(doc.get('target_loss'))}"])
 
 
 def _task_section(doc: Mapping[str, Any], link: str) -> list[str]:
-    task, seeds = doc["task"], _seeds(doc)
+    task, seeds = doc["task"], seeds_of(doc)
     out = [f"## `{task}`", ""]
     if doc.get("text"):
         out += [str(doc["text"]), ""]
     out += [_config_line(doc) + ".", "", *_table(doc), ""]
     out += _not_applicable(doc)
-    out += _grid_note(doc)
+    out += grid_note(doc)
     out += _population_notes(doc)
     load = (doc.get("machine") or {}).get("load_avg_at_start")
     out += [
-        f"Task wall time {_num(doc.get('bench_wall_s'))} s"
-        + (f" (Ray started in {_num(doc['ray_init_s'])} s)" if doc.get("ray_init_s") else "")
-        + f"; load average at its start {_value(load)}, at its end "
-        f"{_value(doc.get('load_avg_at_end'))}.",
+        f"Task wall time {num_text(doc.get('bench_wall_s'))} s"
+        + (f" (Ray started in {num_text(doc['ray_init_s'])} s)" if doc.get("ray_init_s") else "")
+        + f"; load average at its start {value_text(load)}, at its end "
+        f"{value_text(doc.get('load_avg_at_end'))}.",
         "",
     ]
     out += [
@@ -224,7 +227,7 @@ def render(suite: Mapping[str, Any], plot_dir_rel: str = ".", regenerate: str | 
         "# Peer methods on the learning-rate benchmarks",
         "",
         f"Generated by {how} from the JSON that `{suite.get('command', '?')}` wrote "
-        f"(suite wall time {_num(suite.get('bench_wall_s'))} s); every number and figure "
+        f"(suite wall time {num_text(suite.get('bench_wall_s'))} s); every number and figure "
         "comes from that file.",
         "",
         "Every method trains the task's model from the same seeds on the same machine, "
@@ -237,10 +240,7 @@ def render(suite: Mapping[str, Any], plot_dir_rel: str = ".", regenerate: str | 
         "",
         POPULATION_NOTE,
         "",
-        "## Machine",
-        "",
-        _machine_text(suite.get("machine") or {}) + ".",
-        "",
+        *machine_section(suite.get("machine") or {}),
     ]
     for doc in suite["tasks"]:
         lines += _task_section(doc, prefix + plot_filename(doc["task"]))
@@ -249,25 +249,16 @@ def render(suite: Mapping[str, Any], plot_dir_rel: str = ".", regenerate: str | 
 
 def plot_task(doc: Mapping[str, Any], path: Path) -> Path:
     """Write ``doc``'s figure: loss by counted steps and LR by step, first seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seeds = _seeds(doc)
-    seed = seeds[0] if seeds else None
-    fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    seed, rows = first_seed_rows(doc)
+    fig, loss_ax, lr_ax = loss_lr_figure(figsize=(12, 4.5))
     losses: list[float] = []
-    for i, method in enumerate(dict.fromkeys(r["method"] for r in doc["results"])):
-        row = next((r for r in _rows(doc, method) if r["seed"] == seed), None)
-        if row is None:
-            continue
+    for i, method, row in rows:
         style = {"ls": "--" if method in ("pbt", "pb2") else "-", "color": f"C{i % 10}"}
-        x, y = _xy(row.get("curve"))
+        x, y = curve_xy(row.get("curve"))
         loss_ax.plot(x, y, label=method, lw=1.2, **style)
         losses += [v for v in y if math.isfinite(v) and v > 0]
         if method != "prodigy":
-            x, y = _xy(row.get("schedule"))
+            x, y = curve_xy(row.get("schedule"))
             lr_ax.step(x, y, where="post", label=method, lw=1.2, **style)
     target = doc.get("target_loss")
     if isinstance(target, int | float):
@@ -281,14 +272,7 @@ def plot_task(doc: Mapping[str, Any], path: Path) -> Path:
     task = doc["task"]
     loss_ax.set(title=f"{task}: loss (seed {seed})", xlabel="steps counted", ylabel="loss")
     lr_ax.set(title=f"{task}: learning rate (seed {seed})", xlabel="step of the run", ylabel="LR")
-    for ax in (loss_ax, lr_ax):
-        if ax.lines:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_peers_docs(
@@ -318,23 +302,18 @@ def write_peers_docs(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tuner.bench.peers_docs JSON [--out MD] [--plots DIR]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tuner.bench.peers_docs",
-        description="Write the peers benchmark page and figures from its JSON.",
+    parser = docs_parser(
+        "tuner.bench.peers_docs",
+        "Write the peers benchmark page and figures from its JSON.",
+        Path("docs/benchmarks-peers.md"),
     )
     parser.add_argument("json", help="the file `tautune bench peers --json PATH` wrote")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-peers.md"))
-    parser.add_argument("--plots", type=Path, default=None, help="default: the page's folder")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "tuner.bench.peers_docs", *(argv or sys.argv[1:])])
-    try:
-        written = write_peers_docs(load_suite(args.json), args.out, args.plots, command)
-    except ConfigError as e:
-        print(f"peers_docs: error: {e}", file=sys.stderr)
-        return 1
-    for path in written:
-        print(path)
-    return 0
+
+    def write(command: str) -> list[Path]:
+        return write_peers_docs(load_suite(args.json), args.out, args.plots, command)
+
+    return write_and_list("tuner.bench.peers_docs", argv, write)
 
 
 if __name__ == "__main__":
