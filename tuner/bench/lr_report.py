@@ -10,7 +10,7 @@ NQM_WITHIN = 0.10
 """The issue's bar on nqm: tautune's final expected loss within 10% of the optimum."""
 
 
-def _median_or_none(values: Sequence[float | None]) -> float | None:
+def median_or_none(values: Sequence[float | None]) -> float | None:
     """Median where a missing value counts as worse than any other (never reached)."""
     ranked = sorted(values, key=lambda v: (v is None, v if v is not None else 0.0))
     mid = ranked[(len(ranked) - 1) // 2]
@@ -61,7 +61,7 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
                 "final_loss_min": min(finals),
                 "final_loss_max": max(finals),
                 "steps_to_target": stt,
-                "steps_to_target_median": _median_or_none(stt),
+                "steps_to_target_median": median_or_none(stt),
                 "reached": f"{sum(s is not None for s in stt)}/{len(stt)}",
                 "exploration_steps_median": median(r["exploration_steps"] for r in rows),
                 "wall_s_median": median(r["wall_s"] for r in rows),

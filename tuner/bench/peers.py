@@ -30,7 +30,7 @@ from statistics import median
 from typing import Any
 
 from tuner.bench.lr import GRID_POINTS, TASKS, BenchConfig, run_bench
-from tuner.bench.lr_report import _median_or_none, summarize
+from tuner.bench.lr_report import median_or_none, summarize
 from tuner.bench.mixture_report import machine_info
 from tuner.bench.peers_optim import NOT_APPLICABLE, PRODIGY_SCHEDULE, execute_optimizer
 from tuner.bench.peers_ray import (
@@ -270,7 +270,7 @@ def add_compute(doc: dict[str, Any], total: int) -> None:
         runs = [r for r in doc["results"] if r["method"] == row["method"]]
         ctt = [r["compute_to_target"] for r in runs]
         row["compute_to_target"] = ctt
-        row["compute_to_target_median"] = _median_or_none(ctt)
+        row["compute_to_target_median"] = median_or_none(ctt)
         row["total_compute_median"] = median(r["total_compute"] for r in runs)
     doc["compute_to_target"] = {
         row["method"]: row["compute_to_target_median"] for row in doc["summary"]
