@@ -27,16 +27,15 @@ Deviations, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from tuner.bo.classic import autolrs_classic_pick, autolrs_classic_suggest
-from tuner.controllers.base import LRController, Plan
-from tuner.controllers.curves import StepCurve
+from tuner.controllers.base import Plan
+from tuner.controllers.staged import StagedLRController
 from tuner.errors import ConfigError
 from tuner.forecast import ExponentialForecaster
-from tuner.records import Decision, DecisionKind, Report
+from tuner.records import Decision, DecisionKind
 
 
 @dataclass(frozen=True)
@@ -64,31 +63,16 @@ class AutoLRSConfig:
             raise ConfigError(f"need k >= 2 and warmup_steps >= 0, got {self.k=}")
 
 
-class AutoLRSClassic(LRController):
+class AutoLRSClassic(StagedLRController):
     """AutoLRS; see the module docstring."""
 
     def __init__(self, config: AutoLRSConfig) -> None:
+        super().__init__(config.metric, None)
         self.config = config
-        self.curve = StepCurve(config.metric)
         self.forecaster = ExponentialForecaster()
-        self.reports_seen = 0
-        self.last_step = -1
         self.tau = config.tau
-        self.stage = -1
-        self.stage_start = 0
-        self.cands: list[dict[str, Any]] = []
-        self.last: dict[str, Any] | None = None
-        self.lr_now: float | None = None
-        self.stages: list[dict[str, Any]] = []
-        self.finished = False
 
     # -- contract -----------------------------------------------------------------------
-
-    def observe(self, reports: Sequence[Report]) -> None:
-        for r in reports:
-            self.reports_seen += 1
-            self.last_step = max(self.last_step, r.step)
-        self.curve.add(reports)
 
     def propose(self, plan: Plan) -> Decision | None:
         if self.finished:
@@ -152,40 +136,14 @@ class AutoLRSClassic(LRController):
         self.last = seg
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": asdict(self.config),
-            "curve": self.curve.state_dict(),
-            "reports_seen": self.reports_seen,
-            "last_step": self.last_step,
-            "tau": self.tau,
-            "stage": self.stage,
-            "stage_start": self.stage_start,
-            "cands": self.cands,
-            "last": self.last,
-            "lr_now": self.lr_now,
-            "stages": self.stages,
-            "finished": self.finished,
-        }
+        return {"config": asdict(self.config), **self._staged_state(), "tau": self.tau}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_staged_state(state)
         try:
-            self.curve.load_state_dict(state["curve"])
-            self.reports_seen = int(state["reports_seen"])
-            self.last_step = int(state["last_step"])
             self.tau = int(state["tau"])
-            self.stage = int(state["stage"])
-            self.stage_start = int(state["stage_start"])
-            self.cands = [dict(c) for c in state["cands"]]
-            self.last = dict(state["last"]) if state["last"] is not None else None
-            self.lr_now = None if state["lr_now"] is None else float(state["lr_now"])
-            self.stages = list(state["stages"])
-            self.finished = bool(state["finished"])
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"AutoLRSClassic state is malformed: {e!r}") from None
-
-    @property
-    def done(self) -> bool:
-        return self.finished
 
     def summary(self) -> dict[str, Any]:
         return {"stage": self.stage, "tau": self.tau, "lr": self.lr_now}

@@ -49,8 +49,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tuner.bo.surrogate import LRSurrogate
-from tuner.controllers.base import LRController, Plan
-from tuner.controllers.curves import StepCurve
+from tuner.controllers.base import Plan
+from tuner.controllers.staged import StagedLRController
 from tuner.errors import ConfigError
 from tuner.records import RESTORABLE_METRIC, Decision, DecisionKind, Report
 
@@ -180,33 +180,24 @@ class ExploreConfig:
         return max(2, round(self.tail_fraction * self.probe_steps))
 
 
-class ExploreLR(LRController):
+class ExploreLR(StagedLRController):
     """The default LR controller; see the module docstring for the method."""
 
+    lr_now: float
+
     def __init__(self, config: ExploreConfig) -> None:
+        super().__init__(config.metric, config.init_lr)
         self.config = config
-        self.curve = StepCurve(config.metric)
         self.gp = LRSurrogate(config.bounds, use_progress=True, window=48, seed=config.seed)
-        self.reports_seen = 0
-        self.last_step = -1
         self.restorable: bool | None = None
-        self.stage = -1
-        self.stage_start = 0
-        self.cands: list[dict[str, Any]] = []  # this stage's candidates, ascending LR
-        self.last: dict[str, Any] | None = None  # the last decision accepted, as a segment
-        self.lr_now = config.init_lr
-        self.stages: list[dict[str, Any]] = []  # finished stages, for status and plots
-        self.finished = False
 
     # -- contract -----------------------------------------------------------------------
 
     def observe(self, reports: Sequence[Report]) -> None:
         for r in reports:
-            self.reports_seen += 1
-            self.last_step = max(self.last_step, r.step)
             flag = r.metrics.get(RESTORABLE_METRIC, 0.0) > 0
             self.restorable = flag if self.restorable is None else self.restorable and flag
-        self.curve.add(reports)
+        super().observe(reports)
 
     def propose(self, plan: Plan) -> Decision | None:
         if self.finished:
@@ -241,40 +232,18 @@ class ExploreLR(LRController):
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
-            "curve": self.curve.state_dict(),
+            **self._staged_state(),
             "gp": self.gp.state_dict(),
-            "reports_seen": self.reports_seen,
-            "last_step": self.last_step,
             "restorable": self.restorable,
-            "stage": self.stage,
-            "stage_start": self.stage_start,
-            "cands": self.cands,
-            "last": self.last,
-            "lr_now": self.lr_now,
-            "stages": self.stages,
-            "finished": self.finished,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_staged_state(state)
         try:
-            self.curve.load_state_dict(state["curve"])
             self.gp.load_state_dict(state["gp"])
-            self.reports_seen = int(state["reports_seen"])
-            self.last_step = int(state["last_step"])
             self.restorable = state["restorable"]
-            self.stage = int(state["stage"])
-            self.stage_start = int(state["stage_start"])
-            self.cands = [dict(c) for c in state["cands"]]
-            self.last = dict(state["last"]) if state["last"] is not None else None
-            self.lr_now = float(state["lr_now"])
-            self.stages = list(state["stages"])
-            self.finished = bool(state["finished"])
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"ExploreLR state is malformed: {e!r}") from None
-
-    @property
-    def done(self) -> bool:
-        return self.finished
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,80 @@
+"""What the LR controllers that explore from snapshots (``explore``, ``autolrs``) share:
+the loss curve they score candidates on, and their stage bookkeeping and its state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tuner.controllers.base import LRController
+from tuner.controllers.curves import StepCurve
+from tuner.errors import ConfigError
+from tuner.records import Report
+
+
+class StagedLRController(LRController):
+    """Stages of candidates tried from one snapshot, then a commit.
+
+    Attributes:
+        curve: The scored metric by step, averaged over ranks.
+        stage: Index of the stage under way (``-1`` before the first).
+        stage_start: Step of the stage's snapshot.
+        cands: This stage's candidates (``{"lr", "status", ...}``).
+        last: The last decision accepted, as its segment (``None`` before any).
+        lr_now: LR of the last decision accepted (or the initial one).
+        stages: Finished stages, for status and plots.
+        finished: Whether the last decision was final.
+    """
+
+    def __init__(self, metric: str, lr_now: float | None) -> None:
+        self.curve = StepCurve(metric)
+        self.reports_seen = 0
+        self.last_step = -1
+        self.stage = -1
+        self.stage_start = 0
+        self.cands: list[dict[str, Any]] = []
+        self.last: dict[str, Any] | None = None
+        self.lr_now = lr_now
+        self.stages: list[dict[str, Any]] = []
+        self.finished = False
+
+    def observe(self, reports: Sequence[Report]) -> None:
+        for r in reports:
+            self.reports_seen += 1
+            self.last_step = max(self.last_step, r.step)
+        self.curve.add(reports)
+
+    @property
+    def done(self) -> bool:
+        return self.finished
+
+    def _staged_state(self) -> dict[str, Any]:
+        """The shared part of ``state_dict()``: JSON data."""
+        return {
+            "curve": self.curve.state_dict(),
+            "reports_seen": self.reports_seen,
+            "last_step": self.last_step,
+            "stage": self.stage,
+            "stage_start": self.stage_start,
+            "cands": self.cands,
+            "last": self.last,
+            "lr_now": self.lr_now,
+            "stages": self.stages,
+            "finished": self.finished,
+        }
+
+    def _load_staged_state(self, state: dict[str, Any]) -> None:
+        """Load what :meth:`_staged_state` saved; :class:`ConfigError` if it is malformed."""
+        try:
+            self.curve.load_state_dict(state["curve"])
+            self.reports_seen = int(state["reports_seen"])
+            self.last_step = int(state["last_step"])
+            self.stage = int(state["stage"])
+            self.stage_start = int(state["stage_start"])
+            self.cands = [dict(c) for c in state["cands"]]
+            self.last = dict(state["last"]) if state["last"] is not None else None
+            self.lr_now = None if state["lr_now"] is None else float(state["lr_now"])
+            self.stages = list(state["stages"])
+            self.finished = bool(state["finished"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{type(self).__name__} state is malformed: {e!r}") from None
