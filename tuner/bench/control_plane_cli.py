@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tuner.bench.cli_common import comma_ints, run_subcommand
 from tuner.errors import ConfigError
 
 # Light at import: ``tautune --help`` builds this parser without importing torch; the
@@ -21,10 +22,7 @@ SECTIONS = ("agent_overhead", "boundary_stall", "decision_latency", "scale", "bo
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+    values = comma_ints(text)
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive ints, got {text!r}")
     return values
@@ -170,15 +168,9 @@ def add_parser(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tuner.bench.control_plane_cli [--quick] --json PATH ...``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m tuner.bench.control_plane_cli")
-    add_parser(parser.add_subparsers(dest="bench_task", required=True))
-    args = parser.parse_args(["control-plane", *argv])
-    try:
-        return int(args.func(args))
-    except ConfigError as e:
-        print(f"tautune: error: {e}", file=sys.stderr)
-        return 1
+    return run_subcommand(
+        "tuner.bench.control_plane_cli", "control-plane", add_parser, argv, ConfigError
+    )
 
 
 if __name__ == "__main__":

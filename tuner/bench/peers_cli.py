@@ -13,14 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tuner.bench.cli_common import comma_ints, run_subcommand
+
 # Light at import: ``tautune --help`` builds this parser without importing torch or Ray.
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -93,7 +88,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", metavar="PATH", required=True, help="JSON output file")
     p.add_argument("--quick", action="store_true", help="CI size: short runs, 2 seeds, digits+nqm")
     p.add_argument("--tasks", type=_names, help="comma-separated tasks (default all three)")
-    p.add_argument("--seeds", type=_ints, help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--seeds", type=comma_ints, help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--jobs", type=int, default=1, help="non-Ray runs in parallel (default 1)")
     p.add_argument("--docs", metavar="MD", help="also write this markdown page and its PNGs")
     p.set_defaults(func=_run, bench_task="peers")
@@ -103,14 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m tuner.bench.peers_cli [ARGS]``: the same as ``tautune bench peers``."""
     from tuner.errors import TautuneError
 
-    parser = argparse.ArgumentParser(prog="python -m tuner.bench.peers_cli")
-    add_parser(parser.add_subparsers(dest="bench_task", required=True))
-    args = parser.parse_args(["peers", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args))
-    except TautuneError as e:
-        print(f"tautune: error: {e}", file=sys.stderr)
-        return 1
+    return run_subcommand("tuner.bench.peers_cli", "peers", add_parser, argv, TautuneError)
 
 
 if __name__ == "__main__":
