@@ -46,19 +46,25 @@ class CharLMConfig:
     val_fraction: float = 0.05
 
 
+def byte_mlp(context: int, embed: int, hidden: int) -> nn.Sequential:
+    """The MLP both byte LMs put after their byte embedding: ``... x (context * embed)``
+    embedded bytes -> ``... x 256`` next-byte logits, two hidden layers of ``hidden``."""
+    return nn.Sequential(
+        nn.Linear(context * embed, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, VOCAB),
+    )
+
+
 class CharMLP(nn.Module):
     """``batch x context`` byte ids -> ``batch x 256`` next-byte logits."""
 
     def __init__(self, cfg: CharLMConfig) -> None:
         super().__init__()
         self.embed = nn.Embedding(VOCAB, cfg.embed)
-        self.net = nn.Sequential(
-            nn.Linear(cfg.context * cfg.embed, cfg.hidden),
-            nn.GELU(),
-            nn.Linear(cfg.hidden, cfg.hidden),
-            nn.GELU(),
-            nn.Linear(cfg.hidden, VOCAB),
-        )
+        self.net = byte_mlp(cfg.context, cfg.embed, cfg.hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.embed(x).flatten(1))  # type: ignore[no-any-return]

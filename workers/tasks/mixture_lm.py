@@ -46,7 +46,8 @@ import numpy as np
 import torch
 from torch import nn
 
-VOCAB = 256
+from workers.tasks.charlm import VOCAB, byte_mlp
+
 TASKS = ("mixture", "curriculum")
 
 
@@ -182,13 +183,7 @@ class WindowMLP(nn.Module):
         super().__init__()
         self.context = cfg.context
         self.embed = nn.Embedding(VOCAB, cfg.embed)
-        self.net = nn.Sequential(
-            nn.Linear(cfg.context * cfg.embed, cfg.hidden),
-            nn.GELU(),
-            nn.Linear(cfg.hidden, cfg.hidden),
-            nn.GELU(),
-            nn.Linear(cfg.hidden, VOCAB),
-        )
+        self.net = byte_mlp(cfg.context, cfg.embed, cfg.hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         windows = x[:, :-1].unfold(1, self.context, 1)  # batch x predict x context
