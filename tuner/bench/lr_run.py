@@ -95,6 +95,31 @@ def _schedule_points(lrs: Sequence[tuple[int, float]], total: int) -> list[tuple
     return [p for p in lrs if p[0] % every == 0 or p[0] == total - 1]
 
 
+def _result(
+    method: str,
+    seed: int,
+    total_steps: int,
+    curve: list[tuple[int, float, bool]],
+    lrs: Sequence[tuple[int, float]],
+    exploration_steps: int,
+    wall_s: float,
+    info: dict[str, Any],
+) -> RunResult:
+    """A finished run: its last evaluation is the final loss, and ``lrs`` (every step's
+    LR) is thinned to the schedule kept."""
+    return RunResult(
+        method=method,
+        seed=seed,
+        total_steps=total_steps,
+        final_loss=curve[-1][1],
+        curve=curve,
+        schedule=_schedule_points(lrs, total_steps),
+        exploration_steps=exploration_steps,
+        wall_s=wall_s,
+        info=info,
+    )
+
+
 def run_schedule(
     method: str,
     trainable: Trainable,
@@ -115,17 +140,8 @@ def run_schedule(
         trainable.step(lr)
         if (step + 1) % eval_every == 0 or step + 1 == total_steps:
             curve.append((step + 1, trainable.evaluate(), True))
-    return RunResult(
-        method=method,
-        seed=seed,
-        total_steps=total_steps,
-        final_loss=curve[-1][1],
-        curve=curve,
-        schedule=_schedule_points(lrs, total_steps),
-        exploration_steps=0,
-        wall_s=time.perf_counter() - start,
-        info=dict(info or {}),
-    )
+    wall_s = time.perf_counter() - start
+    return _result(method, seed, total_steps, curve, lrs, 0, wall_s, dict(info or {}))
 
 
 def run_controller(
@@ -185,17 +201,9 @@ def run_controller(
         if (step + 1) % eval_every == 0 or step + 1 == total_steps:
             kept = current is None or current.kind != DecisionKind.EXPLORE
             curve.append((step + 1, trainable.evaluate(), kept))
-    return RunResult(
-        method=method,
-        seed=seed,
-        total_steps=total_steps,
-        final_loss=curve[-1][1],
-        curve=curve,
-        schedule=_schedule_points(lrs, total_steps),
-        exploration_steps=total_steps - lineage,
-        wall_s=time.perf_counter() - start,
-        info={"decisions": len(decisions), "summary": controller.summary()},
-    )
+    wall_s = time.perf_counter() - start
+    info = {"decisions": len(decisions), "summary": controller.summary()}
+    return _result(method, seed, total_steps, curve, lrs, total_steps - lineage, wall_s, info)
 
 
 def _covering(decisions: Sequence[Decision], step: int) -> Decision | None:
