@@ -25,33 +25,65 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
+def _least_squares() -> tuple[torch.Tensor, torch.Tensor]:
+    """The same 256 x 16 problem on every rank (seeds torch's global RNG first)."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 16)
+    return x, x @ torch.randn(16, 1)
+
+
+def _train(
+    steps: int,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    agent: Any,
+    sched: Any,
+    batches: torch.Generator,
+    data: tuple[torch.Tensor, torch.Tensor],
+    pause_s: float,
+) -> tuple[list[float], list[float]]:
+    """``steps`` steps on batches of 32 drawn with ``batches``, reporting each loss to
+    ``agent``, which is closed after; the losses and the LRs applied."""
+    x, y = data
+    losses, applied = [], []
+    for step in range(steps):
+        idx = torch.randint(0, 256, (32,), generator=batches)
+        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        losses.append(loss.item())
+        applied.append(opt.param_groups[0]["lr"])
+        agent.report(step, loss=loss.item())
+        sched.step()
+        time.sleep(pause_s)
+    agent.close()
+    return losses, applied
+
+
+def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _assert_in_sync(r0: dict[str, Any], r1: dict[str, Any]) -> None:
+    """DDP kept the ranks' weights equal."""
+    for w0, w1 in zip(r0["weights"], r1["weights"], strict=True):
+        assert torch.equal(w0, w1)
+
+
 def train_fn(config: dict[str, Any]) -> dict[str, Any]:
     """Least squares with DDP: ranks see different batches, gradients are averaged."""
     from workers.agent import Agent
     from workers.distributed import prepare_model, rank, world_size
 
-    torch.manual_seed(0)
-    x = torch.randn(256, 16)
-    y = x @ torch.randn(16, 1)
+    data = _least_squares()
     model = prepare_model(torch.nn.Linear(16, 1))
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     agent = Agent.attach(flush_every=8, flush_interval_s=0.05)
     sched = agent.lr_scheduler(opt)
     gen = torch.Generator().manual_seed(100 + rank())
-    applied = []
-    for step in range(config["steps"]):
-        idx = torch.randint(0, 256, (32,), generator=gen)
-        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        applied.append(opt.param_groups[0]["lr"])
-        agent.report(step, loss=loss.item())
-        sched.step()
-        time.sleep(0.003)
-    agent.close()
-    weights = [p.detach().clone() for p in model.parameters()]
-    return {"rank": rank(), "world": world_size(), "lrs": applied, "weights": weights}
+    _, applied = _train(config["steps"], model, opt, agent, sched, gen, data, pause_s=0.003)
+    return {"rank": rank(), "world": world_size(), "lrs": applied, "weights": _weights(model)}
 
 
 def test_two_ranks_apply_the_same_lr_at_every_step(
@@ -70,8 +102,7 @@ def test_two_ranks_apply_the_same_lr_at_every_step(
     assert (r0["rank"], r1["rank"], r0["world"]) == (0, 1, 2)
     assert len(r0["lrs"]) == steps and r0["lrs"] == r1["lrs"]  # same LR, every step
     assert len(set(r0["lrs"])) > 5, "the head should have changed the LR several times"
-    for w0, w1 in zip(r0["weights"], r1["weights"], strict=True):  # DDP kept them in sync
-        assert torch.equal(w0, w1)
+    _assert_in_sync(r0, r1)
     # The store saw the same thing: per step, both ranks reported the same LR and version.
     by_step: dict[int, set[tuple[float, float]]] = {}
     for rep in store.job("ddp-two-ranks").all_reports():
@@ -138,29 +169,14 @@ def explore_fn(config: dict[str, Any]) -> dict[str, Any]:
     from workers.agent import Agent
     from workers.distributed import prepare_model, rank
 
-    torch.manual_seed(0)
-    x = torch.randn(256, 16)
-    y = x @ torch.randn(16, 1)
+    data = _least_squares()
     model = prepare_model(torch.nn.Linear(16, 1))
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)
     agent = Agent.attach(flush_every=4, flush_interval_s=0.02)
     gen = torch.Generator().manual_seed(100 + rank())
     sched = agent.lr_scheduler(opt, model=model, extra_state={"batches": gen})
-    losses, applied = [], []
-    for step in range(config["steps"]):
-        idx = torch.randint(0, 256, (32,), generator=gen)
-        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        losses.append(loss.item())
-        applied.append(opt.param_groups[0]["lr"])
-        agent.report(step, loss=loss.item())
-        sched.step()
-        time.sleep(0.002)
-    agent.close()
-    weights = [p.detach().clone() for p in model.parameters()]
-    return {"rank": rank(), "losses": losses, "lrs": applied, "weights": weights}
+    losses, applied = _train(config["steps"], model, opt, agent, sched, gen, data, pause_s=0.002)
+    return {"rank": rank(), "losses": losses, "lrs": applied, "weights": _weights(model)}
 
 
 def test_two_ranks_explore_from_snapshots_together(
@@ -177,8 +193,7 @@ def test_two_ranks_explore_from_snapshots_together(
     )
     r0, r1 = result.returns
     assert r0["lrs"] == r1["lrs"]  # one LR per step on every rank, exploration included
-    for w0, w1 in zip(r0["weights"], r1["weights"], strict=True):  # and still in sync
-        assert torch.equal(w0, w1)
+    _assert_in_sync(r0, r1)
     decisions = sorted(store.job("ddp-explore").stage_decisions(), key=lambda d: d.from_step)
     probes = [d for d in decisions if d.info["segment"]["role"] == "probe"]
     assert len(probes) >= 2 and probes[0].snapshot
