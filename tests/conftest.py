@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server per test session, a clean database per test."""
+"""Shared fixtures: a real redis-server per test session, a clean database per test, and
+the fields every benchmark result row carries."""
 
 from __future__ import annotations
 
@@ -26,3 +27,19 @@ def store(redis_server: EmbeddedRedis) -> Iterator[Store]:
     s.client.flushall()
     yield s
     s.close()
+
+
+@pytest.fixture
+def result_keys() -> frozenset[str]:
+    """The fields every benchmark's per-run result row carries (LR, peers, mixture)."""
+    return frozenset(
+        (
+            "method",
+            "final_loss",
+            "steps_to_target",
+            "total_steps",
+            "exploration_steps",
+            "wall_s",
+            "seed",
+        )
+    )
