@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trials.keys import check_job_name
+from tuner.controllers.mixture import DEFAULT_MIXTURE
 from tuner.errors import ConfigError
 from tuner.records import Decision
 from tuner.specs import build_controller, lr_settings
@@ -77,18 +78,20 @@ class MixtureSpec:
             ``odm``); see docs/benchmarks-mixture.md for how they compare.
         tau: Stage length; give the LR spec the same ``tau`` to decide both on one grid.
         total_steps: Length of the run.
-        reward: How an arm's stage turns into a reward (``learning_progress``, ``loss``,
-            ``advantage``, ``intermediate_difficulty``).
+        reward: How an arm's stage turns into a reward (``absolute_progress``, the default,
+            ``learning_progress``, ``signed_progress``, ``absolute_progress_per_sample``,
+            ``loss``, ``advantage``, ``intermediate_difficulty``; see
+            :mod:`tuner.controllers.rewards`).
         floor: Least weight of any free arm (default: a tenth of an even share).
         pinned: Arm -> weight the user fixes.
         settings: Further algorithm settings (see ``tuner.controllers.mixture``).
     """
 
     arms: tuple[str, ...]
-    method: str = "exp3s"
+    method: str = DEFAULT_MIXTURE["method"]
     tau: int = 100
     total_steps: int | None = None
-    reward: str = "learning_progress"
+    reward: str = DEFAULT_MIXTURE["reward"]
     floor: float | None = None
     pinned: Mapping[str, float] | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)

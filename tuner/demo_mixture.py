@@ -21,14 +21,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from tuner.controllers.mixture import DEFAULT_MIXTURE
 from tuner.demo_runner import Budget, Demo
 from workers.agent import Agent
 from workers.arm_loss import arm_metrics, split_loss_by_arm
 from workers.batch_sampler import MixtureBatchSampler
 from workers.mixture import decision_weights
 from workers.tasks.mixture_lm import MixtureLMConfig, MixtureLMTask, build_task
-
-MIXTURE_METHOD = "exp3s"  # tautune's default mixture bandit (docs/benchmarks-mixture.md)
 
 
 def _train(
@@ -90,7 +89,7 @@ def run_mixture_demo(
         "method": "composite",
         "lr": {"method": "stagewise", "init_lr": lr, "tau": tau, "total_steps": steps},
         "mixture": {
-            "method": MIXTURE_METHOD,
+            **DEFAULT_MIXTURE,
             "arms": list(task.arms),
             "tau": tau,
             "total_steps": steps,
@@ -99,7 +98,8 @@ def run_mixture_demo(
     }
     console.print(
         f"[bold]tautune demo --mixture[/]: byte LM over {', '.join(task.arms)}; LR and mixture "
-        f"({MIXTURE_METHOD}) decided every {tau} steps; {steps} steps"
+        f"({DEFAULT_MIXTURE['method']} on {DEFAULT_MIXTURE['reward']}) decided every {tau} "
+        f"steps; {steps} steps"
     )
     demo = Demo.start("demo-mixture", out_dir, console, redis_url, ray_address)
     pair = demo.run_pair(partial(_train, task, budget), spec, "uniform")

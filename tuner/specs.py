@@ -12,7 +12,7 @@ from typing import Any
 
 from tuner.controllers.base import Controller, PopulationController
 from tuner.controllers.mixture import ALGORITHMS as MIXTURE_METHODS
-from tuner.controllers.mixture import build_mixture
+from tuner.controllers.mixture import DEFAULT_MIXTURE, build_mixture
 from tuner.controllers.stagewise import StagewiseConfig, StagewiseLR
 from tuner.errors import ConfigError
 
@@ -125,8 +125,11 @@ def _number(text: str) -> int | float | str:
 
 
 def parse_mixture_spec(text: str) -> dict[str, Any]:
-    """``"method=ducb,arms=code/prose/math,tau=100"`` (arms separated by ``/``) or JSON."""
+    """``"method=ducb,arms=code/prose/math,tau=100"`` (arms separated by ``/``) or JSON;
+    without ``method``, tautune's default (:data:`~tuner.controllers.mixture.DEFAULT_MIXTURE`)."""
     spec = _parse_pairs(text, "--mixture", "method=ducb,arms=code/prose/math,tau=100")
+    if "method" not in spec:
+        spec = {**DEFAULT_MIXTURE, **spec}
     if isinstance(spec.get("arms"), str):
         spec["arms"] = [a for a in str(spec["arms"]).split("/") if a]
     build_controller(spec)

@@ -13,11 +13,14 @@ from tuner.controllers.mixture.weights import mixture, softmax, with_floor
 from tuner.controllers.rewards import (
     REWARDS,
     ArmStats,
+    absolute_progress,
+    absolute_progress_per_sample,
     domain_loss,
     get_reward,
     intermediate_difficulty,
     learning_progress,
     mean_abs_advantage,
+    signed_progress,
 )
 from tuner.errors import ConfigError
 from tuner.records import Report
@@ -55,6 +58,31 @@ def test_learning_progress_is_scale_free_and_flat_without_change() -> None:
     assert learning_progress({}) == {}
 
 
+def test_absolute_progress_counts_learning_and_forgetting_in_loss_units() -> None:
+    stats = {
+        "a": ArmStats(loss_early=2.0, loss_late=1.8),  # falls by 0.2: the most
+        "b": ArmStats(loss_early=1.0, loss_late=0.95),  # falls by 0.05 (5%, as much as a)
+        "c": ArmStats(loss_early=1.0, loss_late=1.1),  # rises by 0.1: forgotten
+        "d": ArmStats(loss_early=4.2, loss_late=4.2),  # flat: junk at its entropy
+        "e": ArmStats(loss_early=1.0),
+    }
+    assert absolute_progress(stats) == pytest.approx({"a": 1.0, "b": 0.25, "c": 0.5, "d": 0.0})
+    assert signed_progress(stats) == pytest.approx({"a": 1.0, "b": 0.625, "c": 0.25, "d": 0.5})
+    flat = {"a": ArmStats(loss_early=1, loss_late=1), "b": ArmStats(loss_early=2, loss_late=2)}
+    assert absolute_progress(flat) == {"a": 0.5, "b": 0.5} == signed_progress(flat)
+    assert absolute_progress({}) == {}
+
+
+def test_absolute_progress_per_sample_is_the_value_of_one_more_example() -> None:
+    stats = {
+        "a": ArmStats(samples=90, loss_early=2.0, loss_late=1.8),  # 0.2 / 0.9
+        "b": ArmStats(samples=10, loss_early=1.0, loss_late=0.95),  # 0.05 / 0.1: more per sample
+        "c": ArmStats(samples=0, loss_early=1.0, loss_late=1.0),
+    }
+    assert absolute_progress_per_sample(stats) == pytest.approx({"a": 0.4444444, "b": 1.0, "c": 0})
+    assert absolute_progress_per_sample({"a": ArmStats(loss_early=1, loss_late=0.5)}) == {}
+
+
 def test_domain_loss_is_the_mean_loss() -> None:
     assert domain_loss({"a": ArmStats(loss=3.5), "b": ArmStats(advantage=0.2)}) == {"a": 3.5}
 
@@ -88,7 +116,15 @@ def test_intermediate_difficulty_skips_arms_without_a_rate() -> None:
 
 
 def test_rewards_by_name() -> None:
-    assert set(REWARDS) == {"learning_progress", "loss", "advantage", "intermediate_difficulty"}
+    assert set(REWARDS) == {
+        "learning_progress",
+        "absolute_progress",
+        "absolute_progress_per_sample",
+        "signed_progress",
+        "loss",
+        "advantage",
+        "intermediate_difficulty",
+    }
     assert get_reward("advantage").metric == "arm_adv"
     assert get_reward("loss")({"a": ArmStats(loss=2.0)}) == {"a": 2.0}
     with pytest.raises(ConfigError, match=r"'progress'.*choose one of"):

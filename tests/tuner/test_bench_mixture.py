@@ -25,8 +25,8 @@ from tuner.bench.mixture import (
     run_bench,
     run_specs,
 )
-from tuner.bench.mixture_docs import write_docs
-from tuner.bench.mixture_report import done_when, evaluate, summarize
+from tuner.bench.mixture_docs import selection_ranks, write_docs
+from tuner.bench.mixture_report import done_when, evaluate, merge, summarize
 from tuner.bench.mixture_run import RunSpec, steps_to_target, train_run
 from tuner.errors import ConfigError
 from workers.tasks.mixture_lm import (
@@ -252,8 +252,44 @@ def test_docs_show_the_measured_numbers_and_write_a_png(tmp_path: Path) -> None:
     assert "| tautune | 0.8000 [0.8000–0.8000] | 20 (30, 20, 20) | 1.50 (1.00, 1.50, 1.50)" in text
     assert "static-grid-best (`grid:+a`)" in text and "Done-when (met)" in text
     assert "tautune bench mixture --seeds 0,1,2" in text and "test, 2 logical CPUs" in text
-    assert "`regen-cmd`" in text and "| tautune | `{}` | 0.8000 | [1] | 1.00 |" in text
+    assert "`regen-cmd`" in text and "| tautune | `{}` | 0.8000 | 1.50 | 1 | 1.00 |" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_selection_ranks_final_loss_and_speedup_and_finalists_come_first() -> None:
+    def doc(task: str, rows: dict[str, tuple[float, float | None]]) -> dict[str, Any]:
+        summary = [{"method": "uniform", "final_loss_median": 9.0, "speedup_median": 1.0}]
+        summary += [
+            {"method": m, "final_loss_median": f, "speedup_median": s} for m, (f, s) in rows.items()
+        ]
+        return {"task": task, "summary": summary}
+
+    first = doc("mixture", {"low": (1.0, 1.1), "fast": (1.2, 1.5), "both": (1.1, 1.4)})
+    second = doc("curriculum", {"fast": (2.0, None), "both": (1.9, 1.2)})
+    ranked = selection_ranks([first, second])
+    assert [r["method"] for r in ranked] == ["both", "fast", "low"]
+    by = {r["method"]: r for r in ranked}
+    assert by["both"]["scores"] == [2.0, 1.0]  # 2nd by final and by speedup, then 1st by both
+    assert by["fast"]["scores"] == [2.0, 2.0]  # never arriving ranks last by speedup
+    assert by["both"]["mean_score"] == 1.5 and by["fast"]["mean_score"] == 2.0
+    assert by["low"]["tasks"] == 1 and by["low"]["mean_score"] == 2.0  # round one only
+
+
+def test_merge_joins_candidate_batches_and_refuses_runs_that_disagree() -> None:
+    a, b = _raw(), _raw()
+    a["runs"] = [r for r in a["runs"] if r["method"] != "odm"]
+    b["runs"] = [r for r in b["runs"] if r["method"] in ("uniform", "odm")]
+    a["specs"] = {"controllers": {"tautune": {"method": "exp3s"}}}
+    b["specs"] = {"controllers": {"odm": {"method": "odm"}}}
+    merged = merge([summarize(a), summarize(b)])
+    assert merged["summary"] == summarize(_raw())["summary"]
+    assert set(merged["specs"]["controllers"]) == {"tautune", "odm"}
+    b["runs"][0] = {**b["runs"][0], "curve": {"step": [0, 30], "val": {"a": [3, 2], "b": [9, 9]}}}
+    with pytest.raises(ValueError, match="differs"):
+        merge([summarize(a), summarize(b)])
+    b["config"] = {**b["config"], "steps": 31}
+    with pytest.raises(ValueError, match="cannot merge"):
+        merge([summarize(a), summarize(b)])
 
 
 # -- the harness end to end, tiny ------------------------------------------------------------

@@ -172,9 +172,7 @@ def test_a_candidate_that_blows_up_reports_diverged_and_is_restored(
                 lr=1e30,
                 snapshot=True,
             ),
-            Decision(
-                stage=1, kind=DecisionKind.COMMIT, from_step=10, lr=1e-3, restore_from=5
-            ),
+            Decision(stage=1, kind=DecisionKind.COMMIT, from_step=10, lr=1e-3, restore_from=5),
         ],
     )
     model, opt, x, y = _problem()

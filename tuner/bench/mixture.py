@@ -49,16 +49,16 @@ BASELINES: Mapping[str, Mapping[str, Any]] = {
 
 TAUTUNE_DEFAULT: Mapping[str, Any] = {
     "method": "exp3s",
-    "reward": "learning_progress",
+    "reward": "absolute_progress",
     "eta": 2.0,
     "gamma": 0.05,
     "share": 0.1,
     "floor": None,
 }
 """The mixture controller tautune recommends (``tau`` is the benchmark's, a twentieth of
-the run; ``floor`` ``None`` is a tenth of an even share). Chosen among general candidates
-on seeds the benchmark does not report (``docs/benchmarks-mixture.md``); it names no arm.
-It is EXP3.S with its defaults, so it trains once and is reported as ``exp3s`` too."""
+the run; ``floor`` ``None`` is a tenth of an even share): EXP3.S on absolute learning
+progress. Chosen among general candidates on seeds the benchmark does not report
+(``docs/benchmarks-mixture.md``); it names no arm."""
 
 EMPHASIS = 0.5
 """Weight of the emphasised arm in the grid's "+arm" points and the ``ordered`` schedule."""

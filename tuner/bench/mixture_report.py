@@ -196,3 +196,39 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
     doc.update({k: v for k, v in raw.items() if k not in doc})
     return doc
+
+
+def merge(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One document from several runs of the same task, seeds and steps (e.g. candidate
+    batches of the default's selection), summarised again over all their runs.
+
+    A run that two documents share (``uniform`` in each batch) must agree to the last
+    digit: runs are deterministic, so a mismatch means they are not comparable.
+
+    Raises:
+        ValueError: Tasks, seeds or steps differ, or a shared run does not agree.
+    """
+    first = docs[0]
+    key = ("task", "seeds", "steps", "tau")
+    want = (first["task"], *(first["config"][k] for k in key[1:]))
+    runs: dict[tuple[str, int], Mapping[str, Any]] = {}
+    controllers: dict[str, Any] = {}
+    for doc in docs:
+        got = (doc["task"], *(doc["config"][k] for k in key[1:]))
+        if got != want:
+            raise ValueError(f"cannot merge {got} into {want} (task, seeds, steps, tau)")
+        controllers.update(doc["specs"]["controllers"])
+        for run in doc["runs"]:
+            at = (run["method"], run["seed"])
+            if at in runs and runs[at]["curve"] != run["curve"]:
+                raise ValueError(f"run {at} differs between documents: not the same setup")
+            runs.setdefault(at, run)
+    raw = {k: v for k, v in first.items() if k in _RAW_KEYS}
+    raw["specs"] = {**first["specs"], "controllers": controllers}
+    raw["command"] = " ; ".join(dict.fromkeys(d["command"] for d in docs))
+    raw["bench_wall_s"] = round(sum(d["bench_wall_s"] for d in docs), 1)
+    raw["runs"] = list(runs.values())
+    return summarize(raw)
+
+
+_RAW_KEYS = ("task", "arms", "targets", "good_order", "config", "machine")

@@ -10,6 +10,12 @@ reward's metric gets no reward (it is left out of the returned dict), never a ma
   first to the second half of the stage's window, ``d_a = (early - late) / |early|``,
   normalised over the arms of the stage to ``0.5 + 0.5 d_a / max_b |d_b|``, in ``[0, 1]``
   (0.5: no change, 1: the most progress of any arm).
+- ``absolute_progress`` (reads ``arm_loss``): ``|early - late|`` in loss units over the
+  largest among the arms, in ``[0, 1]`` (absolute learning progress: learning or
+  forgetting; the reward of tautune's default mixture controller).
+- ``absolute_progress_per_sample``: the same divided by the arm's share of the stage's
+  samples (the marginal value of its data), in ``[0, 1]``.
+- ``signed_progress``: ``learning_progress`` in loss units rather than relative ones.
 - ``loss`` (reads ``arm_loss``): the arm's mean loss (ODM, Albalak et al. 2023: a domain
   with a high loss has much left to learn); in loss units, not bounded.
 - ``advantage`` (reads ``arm_adv``): the arm's mean absolute advantage (SEC, Chen et al.
@@ -89,6 +95,59 @@ def learning_progress(stats: Mapping[str, ArmStats]) -> dict[str, float]:
     return {arm: 0.5 + 0.5 * d / scale for arm, d in rel.items()}
 
 
+def absolute_progress(stats: Mapping[str, ArmStats]) -> dict[str, float]:
+    """How much each arm's loss moved over the stage, either way, in loss units, in ``[0, 1]``.
+
+    ``|early - late|`` over ``max_b |early_b - late_b|`` (all 0.5 if nothing moved). This
+    is absolute learning progress (ALP; Portelas et al., CoRL 2019; Kanitscheider et al.,
+    2021): a loss that falls is being learned, and one that rises is being forgotten, and
+    both call for the arm. Loss units, not relative ones, because a target that averages
+    domain losses gains from an arm in those units; an arm whose loss has flattened (junk
+    at its entropy, or a domain already learned) earns nothing, however low its loss.
+    """
+    moved = {arm: abs(d) for arm, d in _changes(stats).items()}
+    return _over_max(moved)
+
+
+def absolute_progress_per_sample(stats: Mapping[str, ArmStats]) -> dict[str, float]:
+    """:func:`absolute_progress` per unit of the arm's share of the stage's samples, in
+    ``[0, 1]``: the marginal value of one more example of the arm. Shares below 1e-3 count
+    as 1e-3, which bounds how much a rarely drawn arm's noise is amplified."""
+    total = math.fsum(s.samples for s in stats.values())
+    if total <= 0:
+        return {}
+    moved = {
+        arm: abs(d) / max(stats[arm].samples / total, 1e-3) for arm, d in _changes(stats).items()
+    }
+    return _over_max(moved)
+
+
+def signed_progress(stats: Mapping[str, ArmStats]) -> dict[str, float]:
+    """:func:`learning_progress` in loss units: ``0.5 + 0.5 (early - late) / max_b |...|``,
+    in ``[0, 1]``; a rising loss scores below 0.5."""
+    change = _changes(stats)
+    scale = max((abs(d) for d in change.values()), default=0.0)
+    if scale == 0.0 or not math.isfinite(scale):
+        return {arm: 0.5 for arm in change}
+    return {arm: 0.5 + 0.5 * d / scale for arm, d in change.items()}
+
+
+def _changes(stats: Mapping[str, ArmStats]) -> dict[str, float]:
+    """``early - late`` loss of each arm with both halves of the stage reported."""
+    return {
+        arm: s.loss_early - s.loss_late
+        for arm, s in stats.items()
+        if s.loss_early is not None and s.loss_late is not None
+    }
+
+
+def _over_max(values: Mapping[str, float]) -> dict[str, float]:
+    scale = max(values.values(), default=0.0)
+    if scale == 0.0 or not math.isfinite(scale):
+        return {arm: 0.5 for arm in values}
+    return {arm: v / scale for arm, v in values.items()}
+
+
 def domain_loss(stats: Mapping[str, ArmStats]) -> dict[str, float]:
     """Each arm's mean loss over the stage (ODM's reward), in loss units."""
     return {arm: s.loss for arm, s in stats.items() if s.loss is not None}
@@ -114,6 +173,9 @@ REWARDS: Mapping[str, Reward] = {
     for r in (
         Reward("learning_progress", learning_progress, "arm_loss"),
         Reward("loss", domain_loss, "arm_loss"),
+        Reward("absolute_progress", absolute_progress, "arm_loss"),
+        Reward("signed_progress", signed_progress, "arm_loss"),
+        Reward("absolute_progress_per_sample", absolute_progress_per_sample, "arm_loss"),
         Reward("advantage", mean_abs_advantage, "arm_adv"),
         Reward("intermediate_difficulty", intermediate_difficulty, "arm_success"),
     )

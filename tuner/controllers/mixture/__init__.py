@@ -43,6 +43,11 @@ ALGORITHMS: Mapping[str, type[BanditMixture]] = {
 }
 """Every mixture algorithm, by the name specs and decisions use."""
 
+DEFAULT_MIXTURE: Mapping[str, Any] = {"method": "exp3s", "reward": "absolute_progress"}
+"""tautune's default mixture controller: EXP3.S on absolute learning progress, chosen on
+the mixture and curriculum benchmarks (docs/benchmarks-mixture.md). A spec that names no
+method gets both; one that names a method without a reward gets that algorithm's own."""
+
 
 def build_mixture(spec: Mapping[str, Any]) -> BanditMixture:
     """The mixture controller a JSON spec names, e.g. ``{"method": "sec", "arms": [...]}``.
