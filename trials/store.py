@@ -46,6 +46,7 @@ from tuner.errors import (
     SchemaVersionError,
     StepRegressionError,
     StoreError,
+    TrimmedHistoryError,
 )
 from tuner.records import Decision, Report
 
@@ -160,7 +161,7 @@ class JobStore(JobMeta):
                 f"reload state and decide again. Nothing was written."
             )
         if parts and parts[0] == "TT_TRIMMED":
-            return StoreError(
+            return TrimmedHistoryError(
                 f"job {self.job!r}: the decisions covering steps before {parts[1]} were trimmed "
                 f"from the store (Retention.stage_tail and stage_margin), so step "
                 f"{claimed} cannot be answered. Resume from a later checkpoint, or keep more "

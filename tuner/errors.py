@@ -43,5 +43,9 @@ class DecisionConflictError(StoreError):
     """A decision would rewrite a started stage, or another head wrote first."""
 
 
+class TrimmedHistoryError(StoreError):
+    """A step was asked about whose decisions the store's retention already dropped."""
+
+
 class EmbeddedRedisError(TautuneError):
     """The embedded redis-server could not be started or stopped."""

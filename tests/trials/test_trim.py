@@ -10,7 +10,7 @@ import pytest
 
 from trials.retention import DEFAULT_RETENTION, Retention
 from trials.store import AppendResult, JobStore, Store
-from tuner.errors import ConfigError, StepRegressionError, StoreError
+from tuner.errors import ConfigError, StepRegressionError, TrimmedHistoryError
 from tuner.records import Decision, DecisionKind, Report
 
 HEAD = "head"
@@ -171,7 +171,7 @@ def test_decision_history_and_stage_index_are_bounded(store: Store) -> None:
     assert job.horizon() == 119
     assert [d.from_step for d in job.stage_decisions()] == [80, 90, 100, 110]
     assert store.client.get(job.keys.stages_trimmed) == b"80"
-    with pytest.raises(StoreError) as e:
+    with pytest.raises(TrimmedHistoryError) as e:
         job.claim(79)
     assert "steps before 80 were trimmed" in str(e.value) and "step 79 cannot" in str(e.value)
     assert job.horizon() == 119  # a refused claim promises nothing

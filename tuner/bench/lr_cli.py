@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tuner.bench.cli_common import comma_ints
+
 # Light at import: ``tautune --help`` builds this parser without importing torch.
 
 TASK_HELP = {
@@ -17,13 +19,6 @@ TASK_HELP = {
     "charlm": "a byte-level LM on the standard library's source (AdamW)",
     "digits": "an MLP on scikit-learn's bundled digits (SGD + Nesterov)",
 }
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
 
 
 def _one(task: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +92,7 @@ def add_parser(subparsers: Any) -> None:
             ),
         )
         p.add_argument("--json", metavar="PATH", help="JSON output (default bench-TASK.json)")
-        p.add_argument("--seeds", type=_ints, help="comma-separated seeds (default 0,1,2)")
+        p.add_argument("--seeds", type=comma_ints, help="comma-separated seeds (default 0,1,2)")
         p.add_argument("--steps", type=int, help="steps per run (default per task)")
         p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, short runs")
         p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
