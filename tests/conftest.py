@@ -43,3 +43,13 @@ def result_keys() -> frozenset[str]:
             "seed",
         )
     )
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """A local Ray (token auth on, as Ray's default) shared by one test module's tests."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

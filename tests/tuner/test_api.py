@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import ray
 import torch
 
 from trials.embedded import EmbeddedRedis
@@ -16,13 +14,6 @@ from tuner import LRSpec, tune
 from tuner.errors import ConfigError
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _least_squares() -> tuple[torch.Tensor, torch.Tensor]:

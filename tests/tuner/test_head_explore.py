@@ -4,11 +4,9 @@ restores its model when the decisions say so."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import ray
 import torch
 
 from trials.store import Store
@@ -17,13 +15,6 @@ from tuner.records import DecisionKind
 from workers.agent import Agent
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_candidates_restart_from_one_snapshot_and_the_winner_keeps_its_steps(
