@@ -192,6 +192,7 @@ def _selection_section(selection: Sequence[Mapping[str, Any]]) -> list[str]:
         "ranks last), and its score is the mean of the two ranks. The first task's runs "
         "are round one; the best candidates of it, and the previous default, went on to the "
         "next task; the default is the finalist with the best mean score over the tasks. "
+        "Rows with one task's figures are candidates that did not go on. "
         "(Earlier candidates, ranked by final loss alone, chose `exp3s` on "
         "`learning_progress`; this rule and the `absolute_progress` reward are from the "
         "session that replaced it, set after the first round's runs.)",
