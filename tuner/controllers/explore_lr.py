@@ -45,139 +45,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from tuner.bo.surrogate import LRSurrogate
 from tuner.controllers.base import Plan
+from tuner.controllers.explore_config import (
+    EXTEND,
+    FIRST_STAGE_FACTORS,
+    MAX_EXTENSIONS,
+    ExploreConfig,
+)
 from tuner.controllers.staged import StagedLRController
 from tuner.errors import ConfigError
 from tuner.records import RESTORABLE_METRIC, Decision, DecisionKind, Report
 
-FIRST_STAGE_FACTORS = (1 / 4, 1.0, 4.0)
-EXTEND = 4.0  # factor of a candidate added beyond the best one at the edge
-MAX_EXTENSIONS = 2
-MIN_PROBE = 6
-
-
-@dataclass(frozen=True)
-class ExploreConfig:
-    """Settings of :class:`ExploreLR`.
-
-    Attributes:
-        init_lr: Centre of the first stage's candidates.
-        lr_min, lr_max: Search bounds; default ``init_lr/100`` and ``init_lr*100``.
-        total_steps: Work steps of the run, exploration included.
-        warmup_steps: Steps left to the base schedule (its warmup) before the first stage.
-        explore_at: Fraction of ``total_steps`` trained on the base schedule before the
-            first stage (at least ``warmup_steps``).
-        explore_budget: Fraction of ``total_steps`` spent on steps that are not kept.
-        stages: Exploration stages.
-        shape: ``"linear"``: the last stage's commit decays linearly to ``final_lr`` at
-            ``total_steps``; ``"wsd"``: stages hold their LR (decaying by the ratio of the
-            last two winners, see ``min_decay``) and the last ``anneal_fraction`` decays.
-        candidates: Candidates per stage after the first (the first has five).
-        anneal_fraction: Final fraction of the run that decays linearly to ``final_lr``.
-        final_lr: LR at the end of the run.
-        tail_fraction: Cool-down length as a fraction of the probe length.
-        tail_end_ratio: Where the cool-down ends, as a fraction of the candidate's LR.
-        trust: Candidates of a stage lie within ``winner / trust`` and ``winner * trust``.
-        min_decay: A commit decays linearly by the ratio of the last two stages' LRs,
-            at most down to this fraction (1 keeps commits constant).
-        stage_steps: Stage length when ``total_steps`` is not known.
-        metric: Reported metric to minimize.
-        seed: Seed of the GP fits and acquisition.
-    """
-
-    init_lr: float
-    lr_min: float | None = None
-    lr_max: float | None = None
-    total_steps: int | None = None
-    warmup_steps: int = 0
-    explore_at: float = 0.0
-    explore_budget: float = 0.1
-    stages: int = 1
-    shape: str = "linear"
-    candidates: int = 4
-    anneal_fraction: float = 0.2
-    final_lr: float = 0.0
-    tail_fraction: float = 0.5
-    tail_end_ratio: float = 0.0
-    trust: float = 4.0
-    stage_steps: int = 1000
-    min_decay: float = 0.25
-    metric: str = "loss"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.init_lr) and self.init_lr > 0):
-            raise ConfigError(f"init_lr must be a finite LR > 0, got {self.init_lr=}")
-        lo, hi = self.bounds
-        if not 0 < lo <= self.init_lr <= hi:
-            raise ConfigError(f"need 0 < lr_min <= init_lr <= lr_max, got {lo=}, {hi=}")
-        if not 0 <= self.explore_at < 1:
-            raise ConfigError(f"explore_at must be in [0, 1), got {self.explore_at=}")
-        if not 0 < self.explore_budget < 1:
-            raise ConfigError(f"explore_budget must be in (0, 1), got {self.explore_budget=}")
-        if self.stages < 1 or self.candidates < 2:
-            raise ConfigError(f"need stages >= 1 and candidates >= 2, got {self}")
-        if not 0 <= self.anneal_fraction < 1 or not 0 < self.tail_fraction <= 2:
-            raise ConfigError("anneal_fraction must be in [0, 1) and tail_fraction in (0, 2]")
-        if not 0 <= self.tail_end_ratio <= 1 or self.trust <= 1 or self.final_lr < 0:
-            raise ConfigError("need 0 <= tail_end_ratio <= 1, trust > 1 and final_lr >= 0")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps=}")
-        if self.shape not in ("linear", "wsd"):
-            raise ConfigError(f"shape must be 'linear' or 'wsd', got {self.shape=}")
-        if self.total_steps is not None and self.probe_steps * 4 > self.stage_span:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is too short for {self.stages} stages of "
-                f"{self.candidates} candidates (probes of {self.probe_steps} steps); lower "
-                "stages or candidates"
-            )
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        lo = self.lr_min if self.lr_min is not None else self.init_lr / 100
-        hi = self.lr_max if self.lr_max is not None else self.init_lr * 100
-        return lo, hi
-
-    @property
-    def first_stage(self) -> int:
-        """Where the first exploration stage starts."""
-        late = round(self.explore_at * self.total_steps) if self.total_steps else 0
-        return max(self.warmup_steps, late)
-
-    @property
-    def anneal_start(self) -> int | None:
-        if self.total_steps is None:
-            return None
-        if self.shape == "linear":
-            return self.total_steps
-        return self.total_steps - round(self.anneal_fraction * self.total_steps)
-
-    @property
-    def stage_span(self) -> int:
-        """Nominal work steps of one stage."""
-        if self.total_steps is None or self.anneal_start is None:
-            return self.stage_steps
-        return (self.anneal_start - self.first_stage) // self.stages
-
-    @property
-    def probe_steps(self) -> int:
-        """``c``: solves ``sum over stages of ((k-1)(1+f) + f) c = budget`` (f: tail)."""
-        f = self.tail_fraction
-        per_c = [
-            (k - 1) * (1 + f) + f
-            for k in [len(FIRST_STAGE_FACTORS) + 1] + [self.candidates] * (self.stages - 1)
-        ]
-        if self.total_steps is None:
-            return max(MIN_PROBE, int(self.explore_budget * self.stage_steps / per_c[-1]))
-        return max(MIN_PROBE, int(self.explore_budget * self.total_steps / sum(per_c)))
-
-    @property
-    def tail_steps(self) -> int:
-        return max(2, round(self.tail_fraction * self.probe_steps))
+__all__ = ["ExploreConfig", "ExploreLR"]
 
 
 class ExploreLR(StagedLRController):
