@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -28,7 +27,11 @@ from trials.connection import Store as Store
 from trials.connection import redact as redact
 from trials.connection import resolve_url as resolve_url
 from trials.job_meta import JobMeta
+from trials.results import AppendResult as AppendResult
+from trials.results import Claim as Claim
+from trials.results import ReadBatch as ReadBatch
 from trials.retention import DEFAULT_RETENTION, Retention
+from trials.script_errors import schema_error, script_error
 from trials.serialize import (
     decision_from_entry,
     decision_from_json,
@@ -40,13 +43,10 @@ from trials.serialize import (
 )
 from tuner.errors import (
     ConfigError,
-    DecisionConflictError,
     InvalidMetricError,
     MalformedEntryError,
     SchemaVersionError,
-    StepRegressionError,
     StoreError,
-    TrimmedHistoryError,
 )
 from tuner.records import Decision, Report
 
@@ -54,41 +54,6 @@ from tuner.records import Decision, Report
 @functools.cache
 def _script(name: str) -> str:
     return resources.files("trials").joinpath("lua").joinpath(name).read_text()
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    written: int
-    duplicates: int
-
-
-@dataclass(frozen=True)
-class ReadBatch:
-    """Reports read through the head's consumer group.
-
-    Attributes:
-        reports: ``(entry_id, report)`` in stream order.
-        malformed: ``(entry_id, reason)`` of entries that are not tautune reports. They stay
-            in the stream untouched; acknowledge them so they are not delivered again.
-    """
-
-    reports: list[tuple[str, Report]]
-    malformed: list[tuple[str, str]]
-    last_id: str | None = None
-    """Id of the last entry read (stream order), or ``None`` when nothing was read."""
-
-    @property
-    def ids(self) -> list[str]:
-        return [i for i, _ in self.reports] + [i for i, _ in self.malformed]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The store's answer for a step: the covering decision (or none) until ``valid_until``."""
-
-    decision: Decision | None
-    valid_until: int
-    head_alive: bool
 
 
 class JobStore(JobMeta):
@@ -137,42 +102,10 @@ class JobStore(JobMeta):
             raise self._schema_error(found.decode())
 
     def _schema_error(self, found: str) -> SchemaVersionError:
-        return SchemaVersionError(
-            f"job {self.job!r} in Redis {redact(self.store.url)} was written with tautune schema "
-            f"v{found}; this tautune reads v{K.SCHEMA_VERSION}. Use the tautune release that "
-            f"wrote it, or start the job under a new name."
-        )
+        return schema_error(self.job, self.store.url, found)
 
     def _script_error(self, e: redis.ResponseError, claimed: int | None = None) -> Exception:
-        text = str(e)
-        parts = text.split()
-        if parts and parts[0] == "TT_SCHEMA":
-            return self._schema_error(parts[1])
-        if parts and parts[0] == "TT_REGRESSION":
-            rank, attempt, step, last_attempt, last_step = parts[1:6]
-            return StepRegressionError(
-                f"job {self.job!r} rank {rank}: step {step} (attempt {attempt}) is not after the "
-                f"last stored step {last_step} (attempt {last_attempt}). Steps must increase per "
-                f"rank; a restarted rank must report under a higher attempt. Nothing was written."
-            )
-        if parts and parts[0] == "TT_CONFLICT":
-            return DecisionConflictError(
-                f"job {self.job!r}: another writer committed decision version {parts[1]} first; "
-                f"reload state and decide again. Nothing was written."
-            )
-        if parts and parts[0] == "TT_TRIMMED":
-            return TrimmedHistoryError(
-                f"job {self.job!r}: the decisions covering steps before {parts[1]} were trimmed "
-                f"from the store (Retention.stage_tail and stage_margin), so step "
-                f"{claimed} cannot be answered. Resume from a later checkpoint, or keep more "
-                f"history with a larger Retention.stage_margin."
-            )
-        if parts and parts[0] == "TT_STARTED":
-            return DecisionConflictError(
-                f"job {self.job!r}: workers were already answered up to step {parts[1]}; a "
-                f"decision must start after it. Nothing was written."
-            )
-        return StoreError(f"job {self.job!r}: Redis refused the script: {text}")
+        return script_error(self.job, self.store.url, str(e), claimed)
 
     # -- reports -----------------------------------------------------------------------
 
