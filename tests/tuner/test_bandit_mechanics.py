@@ -255,3 +255,19 @@ def test_load_rejects_negative_counts(method: str) -> None:
     state["vectors"]["n"][0] = -1.0
     with pytest.raises(ConfigError, match="counts"):
         ctl.load_state_dict(state)
+
+
+def test_a_reward_whose_metric_is_never_reported_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctl = build_mixture({"method": "exp3s", "arms": list(ARMS), "tau": 20})  # reads arm_loss
+    assert ctl.config.reward == "learning_progress"
+    _accept(ctl, Plan(horizon=-1, last_step=-1), 1)
+    with caplog.at_level("WARNING", logger="tuner.controllers.mixture.base"):
+        ctl.observe([_report(s, 1, a=0.5, b=0.2) for s in range(16)])  # arm_adv only
+        _accept(ctl, Plan(horizon=19, last_step=15), 2)
+        ctl.observe([_report(s, 2, a=0.5, b=0.2) for s in range(20, 36)])
+    assert ctl.updates == 0
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1, warned
+    assert "no arm_loss/<arm> metric" in warned[0] and "arm_adv: advantage" in warned[0]

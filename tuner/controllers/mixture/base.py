@@ -18,6 +18,7 @@ free arm each) and implements :meth:`BanditMixture._update` and
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from tuner.controllers.mixture.weights import mixture
 from tuner.controllers.rewards import get_reward
 from tuner.errors import ConfigError
 from tuner.records import Decision, DecisionKind, Report
+
+log = logging.getLogger(__name__)
 
 KEEP_STAGES = 4
 """Stage records kept in the state (the open ones and the newest scored ones)."""
@@ -56,6 +59,7 @@ class BanditMixture(MixtureController):
         self.vectors = self._initial_vectors(config)
         self.stages: list[dict[str, Any]] = []  # oldest first, at most KEEP_STAGES
         self.updates = 0  # stages scored with at least one reward
+        self._warned_no_signal = False
         self.reports_seen = 0
         self.last_step = -1
         self.late_reports = 0
@@ -225,11 +229,25 @@ class BanditMixture(MixtureController):
     def _score(self, stage: dict[str, Any]) -> None:
         c = self.config
         stage["scored"] = True
-        raw = get_reward(c.reward)(signals.stats(stage["sums"]))
+        reward = get_reward(c.reward)
+        raw = reward(signals.stats(stage["sums"]))
         rewards = {a: r * c.reward_scale for a, r in raw.items() if math.isfinite(r)}
         free = c.free_arms
         vec = np.array([rewards.get(a, math.nan) for a in free], dtype=float)
         if not free or np.isnan(vec).all():
+            if stage["sums"] and not self._warned_no_signal:
+                self._warned_no_signal = True
+                log.warning(
+                    "tautune %s: stage %s had per-arm reports but no %s/<arm> metric, which "
+                    "reward %r reads; the mixture cannot learn. Report %s/<arm> (the sampler's "
+                    "metrics() does for losses) or pick the reward your metrics feed "
+                    "(arm_adv: advantage; arm_success: intermediate_difficulty).",
+                    self.algorithm,
+                    stage.get("stage"),
+                    reward.metric,
+                    c.reward,
+                    reward.metric,
+                )
             return
         shares = np.array([stage["weights"].get(a, 0.0) for a in free], dtype=float)
         shares = shares / shares.sum() if shares.sum() > 0 else np.full(len(free), 1 / len(free))
