@@ -42,6 +42,7 @@ import pytest
 
 from tuner.controllers.base import Plan
 from tuner.controllers.mixture import ALGORITHMS, BanditMixture
+from tuner.controllers.rewards import REWARDS
 from tuner.records import Decision, DecisionKind, Report
 
 ARMS = ("a", "b", "c", "d")
@@ -328,18 +329,7 @@ def test_state_round_trip_mid_run_gives_identical_future(case: str) -> None:
     assert second.regret == first.regret
 
 
-@pytest.mark.parametrize(
-    "reward",
-    [
-        "learning_progress",
-        "absolute_progress",
-        "absolute_progress_per_sample",
-        "signed_progress",
-        "loss",
-        "advantage",
-        "intermediate_difficulty",
-    ],
-)
+@pytest.mark.parametrize("reward", sorted(REWARDS))
 @pytest.mark.parametrize("algorithm", ["exp3s", "ducb"])
 def test_every_reward_drives_a_controller(algorithm: str, reward: str) -> None:
     case = algorithm

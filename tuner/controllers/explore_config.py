@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tuner.controllers.lr_search import lr_bounds
 from tuner.errors import ConfigError
 
 FIRST_STAGE_FACTORS = (1 / 4, 1.0, 4.0)
@@ -92,9 +93,7 @@ class ExploreConfig:
 
     @property
     def bounds(self) -> tuple[float, float]:
-        lo = self.lr_min if self.lr_min is not None else self.init_lr / 100
-        hi = self.lr_max if self.lr_max is not None else self.init_lr * 100
-        return lo, hi
+        return lr_bounds(self.init_lr, self.lr_min, self.lr_max)
 
     @property
     def first_stage(self) -> int:

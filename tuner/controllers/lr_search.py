@@ -83,9 +83,7 @@ class LRSearchConfig:
 
     @property
     def bounds(self) -> tuple[float, float]:
-        lo = self.lr_min if self.lr_min is not None else self.init_lr / 100
-        hi = self.lr_max if self.lr_max is not None else self.init_lr * 100
-        return lo, hi
+        return lr_bounds(self.init_lr, self.lr_min, self.lr_max)
 
     @property
     def lead_steps(self) -> int:
@@ -148,3 +146,10 @@ def anneal_decision(
         controller=controller,
         info={"phase": "anneal", "center_lr": lr, "final": True, **info},
     )
+
+
+def lr_bounds(init_lr: float, lr_min: float | None, lr_max: float | None) -> tuple[float, float]:
+    """``(lr_min, lr_max)``; each unset one is a factor of 100 from ``init_lr``."""
+    lo = lr_min if lr_min is not None else init_lr / 100
+    hi = lr_max if lr_max is not None else init_lr * 100
+    return lo, hi
