@@ -83,6 +83,8 @@ class MixtureSpec:
             ``loss``, ``advantage``, ``intermediate_difficulty``; see
             :mod:`tuner.controllers.rewards`).
         floor: Least weight of any free arm (default: a tenth of an even share).
+        final_average: Fraction of ``total_steps`` at the end that plays the average of the
+            mixtures played before (default a quarter; ``0`` plays the bandit to the end).
         pinned: Arm -> weight the user fixes.
         settings: Further algorithm settings (see ``tuner.controllers.mixture``).
     """
@@ -93,6 +95,7 @@ class MixtureSpec:
     total_steps: int | None = None
     reward: str = DEFAULT_MIXTURE["reward"]
     floor: float | None = None
+    final_average: float = DEFAULT_MIXTURE["final_average"]
     pinned: Mapping[str, float] | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -102,6 +105,7 @@ class MixtureSpec:
             "arms": list(self.arms),
             "tau": self.tau,
             "reward": self.reward,
+            "final_average": self.final_average,
             **dict(self.settings),
         }
         for name in ("total_steps", "floor"):

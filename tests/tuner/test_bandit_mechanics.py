@@ -234,6 +234,8 @@ CORRUPTIONS: dict[str, Corrupt] = {
     "unknown arm": lambda s: {**s, "last_rewards": {"zz": 1.0}},
     "last_step": lambda s: {**s, "last_step": "12"},
     "finished": lambda s: {**s, "finished": 1},
+    "played arm": lambda s: {**s, "played": {"zz": 1.0}},
+    "played negative": lambda s: {**s, "played": {"a": -1.0}},
 }
 
 
@@ -271,3 +273,48 @@ def test_a_reward_whose_metric_is_never_reported_warns_once(
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1, warned
     assert "no arm_loss/<arm> metric" in warned[0] and "arm_adv: advantage" in warned[0]
+
+
+def test_final_average_plays_the_step_weighted_mean_of_the_mixtures_played() -> None:
+    spec = {"method": "exp3", "arms": list(ARMS), "tau": 20, "total_steps": 100}
+    spec["reward"] = "advantage"
+    ctl = build_mixture({**spec, "final_average": 0.3, "eta": 5.0, "gamma": 0.0})
+    plain = build_mixture({**spec, "eta": 5.0, "gamma": 0.0})
+    played: list[Decision] = []
+    for version, start in enumerate(range(0, 100, 20), start=1):
+        plan = Plan(horizon=start - 1, last_step=max(start - 5, -1))
+        d = _accept(ctl, plan, version)
+        _accept(plain, plan, version)
+        played.append(d)
+        # arm a keeps doing best: the bandit's preference keeps moving towards it
+        reports = [
+            Report(rank=0, step=s, metrics={"arm_adv/a": 1.0, "arm_adv/b": 0.0}, ts=0.0)
+            for s in range(start, start + 15)
+        ]
+        ctl.observe(reports)
+        plain.observe(reports)
+    assert [("averaged" in d.info) for d in played] == [False, False, False, False, True]
+    mixes = [dict(d.mixture or {}) for d in played]
+    steps = [(d.until_step or 0) - d.from_step for d in played]
+    mean = {a: sum(w * m[a] for w, m in zip(steps[:4], mixes, strict=False)) / 80 for a in ARMS}
+    assert mixes[-1] == pytest.approx(mean) and sum(mixes[-1].values()) == pytest.approx(1.0)
+    # without it the same run ends on its latest, most extreme preference
+    assert plain.summary()["weights"]["a"] > mixes[-1]["a"] + 0.05
+    restored = build_mixture({**spec, "final_average": 0.3, "eta": 5.0, "gamma": 0.0})
+    assert restored.played == {}
+    restored.load_state_dict(json.loads(json.dumps(ctl.state_dict())))
+    assert restored.played == pytest.approx(ctl.played)
+
+
+def test_a_superseded_stage_is_taken_back_from_the_average() -> None:
+    ctl = build_mixture({"method": "sec", "arms": list(ARMS), "tau": 20, "final_average": 0.5})
+    first = _accept(ctl, Plan(horizon=-1, last_step=-1), 1)
+    again = first.with_version(2)  # the same stage decided again before it started
+    ctl.accept(again)
+    assert sum(ctl.played.values()) == pytest.approx(20.0)
+
+
+def test_final_average_must_be_a_fraction() -> None:
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ConfigError, match="final_average"):
+            build_mixture({"method": "exp3s", "arms": list(ARMS), "final_average": bad})

@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 
 from tuner.controllers.base import Plan
-from tuner.controllers.mixture import ALGORITHMS, BanditMixture
+from tuner.controllers.mixture import ALGORITHMS, DEFAULT_MIXTURE, BanditMixture
 from tuner.controllers.rewards import REWARDS
 from tuner.records import Decision, DecisionKind, Report
 
@@ -68,10 +68,13 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "odm": ("odm", {}),
     "ducb": ("ducb", {}),
     "dts": ("dts", {}),
+    # tautune's default (DEFAULT_MIXTURE): its last quarter plays the run's average mixture,
+    # which costs regret here, where the best arm changes at two thirds of the run
+    "default": ("exp3s", {k: v for k, v in DEFAULT_MIXTURE.items() if k != "method"}),
 }
 # Median over SEEDS of regret / uniform regret must be at most this (measured, then rounded
 # up with a margin: sec 0.887, sec-T0.4 0.715, exp3 0.858, exp3s 0.660, odm 0.971,
-# ducb 0.377, dts 0.400).
+# ducb 0.377, dts 0.400, default 0.636).
 REGRET_BOUND = {
     "sec": 0.92,
     "sec-T0.4": 0.78,
@@ -80,6 +83,7 @@ REGRET_BOUND = {
     "odm": 0.985,
     "ducb": 0.5,
     "dts": 0.5,
+    "default": 0.72,
 }
 # After each switch, the new best arm has the largest weight in one of the first LAG_BOUND
 # stages that start after it, in every seed (measured maxima: sec 2, sec-T0.4 2, exp3s 7,
@@ -282,8 +286,15 @@ def test_weights_are_valid_at_every_decision(case: str) -> None:
 def test_new_best_arm_leads_soon_after_each_switch(case: str) -> None:
     bound = LAG_BOUND.get(case, PHASE_STAGES // 2)
     for seed in SEEDS:
-        lags = _lags(_full_run(case, seed))
+        lags = _tracked(case, _lags(_full_run(case, seed)))
         assert all(lag is not None and lag <= bound for lag in lags), (seed, lags)
+
+
+def _tracked(case: str, lags: list[int | None]) -> list[int | None]:
+    """The lags a case is held to: the default plays the run's average mixture from 3/4 of
+    the run, so the switch at 2/3 is followed by averaged stages, not tracked (by design;
+    ``test_bandit_mechanics`` checks the average)."""
+    return lags[:1] if case == "default" else lags
 
 
 def test_exp3s_tracks_where_exp3_does_not() -> None:
@@ -306,7 +317,8 @@ def test_pinned_arms_keep_exactly_their_weight(case: str) -> None:
         assert all(d.mixture[a] >= floor - 1e-12 for a in free), d.mixture
         assert abs(sum(d.mixture.values()) - 1.0) <= 1e-9
     if case != "exp3":  # the free arms are still learned about
-        assert all(lag is not None for lag in _lags(run, free)), _lags(run, free)
+        lags = _tracked(case, _lags(run, free))
+        assert all(lag is not None for lag in lags), lags
 
 
 @pytest.mark.parametrize("case", CASES)

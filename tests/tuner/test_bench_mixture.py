@@ -292,6 +292,18 @@ def test_merge_joins_candidate_batches_and_refuses_runs_that_disagree() -> None:
         merge([summarize(a), summarize(b)])
 
 
+def test_merge_joins_seeds_and_needs_every_method_on_every_seed() -> None:
+    a, b = _raw(), _raw()
+    a["runs"] = [r for r in a["runs"] if r["seed"] < 2]
+    b["runs"] = [r for r in b["runs"] if r["seed"] == 2]
+    merged = merge([summarize(a), summarize(b)])
+    assert merged["config"]["seeds"] == [0, 1, 2]
+    assert merged["summary"] == summarize(_raw())["summary"]
+    b["runs"] = [r for r in b["runs"] if r["method"] != "odm"]
+    with pytest.raises(ValueError, match="'odm' has no runs for seeds \\[2\\]"):
+        merge([summarize(a), summarize(b)])
+
+
 # -- the harness end to end, tiny ------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from tuner.bench.mixture_report import machine_info, summarize
 from tuner.bench.mixture_run import RunSpec, train_run
-from tuner.controllers.mixture import build_mixture
+from tuner.controllers.mixture import DEFAULT_MIXTURE, build_mixture
 from tuner.errors import ConfigError
 from workers.tasks.mixture_lm import TASKS, MixtureLMConfig, MixtureLMTask, build_task
 
@@ -47,18 +47,10 @@ BASELINES: Mapping[str, Mapping[str, Any]] = {
 }
 """Controller specs of the bandit baselines (``tau`` is added per benchmark)."""
 
-TAUTUNE_DEFAULT: Mapping[str, Any] = {
-    "method": "exp3s",
-    "reward": "absolute_progress",
-    "eta": 2.0,
-    "gamma": 0.05,
-    "share": 0.1,
-    "floor": None,
-}
-"""The mixture controller tautune recommends (``tau`` is the benchmark's, a twentieth of
-the run; ``floor`` ``None`` is a tenth of an even share): EXP3.S on absolute learning
-progress. Chosen among general candidates on seeds the benchmark does not report
-(``docs/benchmarks-mixture.md``); it names no arm."""
+TAUTUNE_DEFAULT: Mapping[str, Any] = dict(DEFAULT_MIXTURE)
+"""The mixture controller tautune recommends, :data:`~tuner.controllers.mixture.DEFAULT_MIXTURE`
+(``tau`` is the benchmark's, a twentieth of the run). Chosen among general candidates on
+seeds the benchmark does not report (``docs/benchmarks-mixture.md``); it names no arm."""
 
 EMPHASIS = 0.5
 """Weight of the emphasised arm in the grid's "+arm" points and the ``ordered`` schedule."""

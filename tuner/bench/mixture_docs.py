@@ -136,10 +136,11 @@ def selection_ranks(selection: Sequence[Mapping[str, Any]]) -> list[dict[str, An
     by median final target loss, and by median speedup over uniform (a run that never
     reaches uniform's final loss ranks last); its score on the task is their mean. The
     selection goes in rounds, one task per document: candidates that ran every task come
-    first, ordered by their mean score over the tasks; the others follow, by their score on
-    the tasks they ran.
+    first, ordered by their mean score over the tasks (ties: by their mean rank by final
+    loss, what a user keeps); the others follow, by their score on the tasks they ran.
     """
     scores: dict[str, list[float]] = {}
+    final_ranks: dict[str, list[float]] = {}
     finals: dict[str, list[float]] = {}
     speedups: dict[str, list[float | None]] = {}
     for doc in selection:
@@ -149,6 +150,7 @@ def selection_ranks(selection: Sequence[Mapping[str, Any]]) -> list[dict[str, An
         for r in rows:
             m = r["method"]
             scores.setdefault(m, []).append((by_final[m] + by_speed[m]) / 2)
+            final_ranks.setdefault(m, []).append(by_final[m])
             finals.setdefault(m, []).append(r["final_loss_median"])
             speedups.setdefault(m, []).append(r["speedup_median"])
     out = [
@@ -159,10 +161,11 @@ def selection_ranks(selection: Sequence[Mapping[str, Any]]) -> list[dict[str, An
             "finals": finals[m],
             "speedups": speedups[m],
             "mean_score": sum(sc) / len(sc),
+            "mean_final_rank": sum(final_ranks[m]) / len(sc),
         }
         for m, sc in scores.items()
     ]
-    return sorted(out, key=lambda x: (-x["tasks"], x["mean_score"]))
+    return sorted(out, key=lambda x: (-x["tasks"], x["mean_score"], x["mean_final_rank"]))
 
 
 def _ranks(rows: Sequence[Mapping[str, Any]], key: Any) -> dict[str, float]:
@@ -191,11 +194,16 @@ def _selection_section(selection: Sequence[Mapping[str, Any]]) -> list[str]:
         "by median final target loss and by median speedup (a median that never arrives "
         "ranks last), and its score is the mean of the two ranks. The first task's runs "
         "are round one; the best candidates of it, and the previous default, went on to the "
-        "next task; the default is the finalist with the best mean score over the tasks. "
+        "next task; the default is the finalist with the best mean score over the tasks, a tie "
+        "going to the better mean rank by final loss. "
         "Rows with one task's figures are candidates that did not go on. "
-        "(Earlier candidates, ranked by final loss alone, chose `exp3s` on "
-        "`learning_progress`; this rule and the `absolute_progress` reward are from the "
-        "session that replaced it, set after the first round's runs.)",
+        "(History, so the forks are visible: earlier candidates, ranked by final loss alone, "
+        "chose `exp3s` on `learning_progress`. The session that replaced it set this rule "
+        "after the first round's runs and first chose `alp`, which on the reported seeds "
+        "reached the speedup bar but not the final-loss one. It then added `final_average` "
+        "(tried as `alp_avg25` and `alp_avg50` in both rounds), grew the curriculum round "
+        "from 2 to 4 seeds for every finalist, and added the tie-break when `alp` and "
+        "`alp_avg25` tied.)",
         "",
         "Every candidate used the benchmark's tau, a twentieth of the run.",
         "",

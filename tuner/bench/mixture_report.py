@@ -199,31 +199,41 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def merge(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One document from several runs of the same task, seeds and steps (e.g. candidate
-    batches of the default's selection), summarised again over all their runs.
+    """One document from several runs of the same task, steps and tau (e.g. candidate
+    batches of the default's selection, or more seeds for the same methods), summarised
+    again over all their runs.
 
     A run that two documents share (``uniform`` in each batch) must agree to the last
-    digit: runs are deterministic, so a mismatch means they are not comparable.
+    digit: runs are deterministic, so a mismatch means they are not comparable. Every
+    method must have run every seed of the merged document, so medians compare like with
+    like.
 
     Raises:
-        ValueError: Tasks, seeds or steps differ, or a shared run does not agree.
+        ValueError: Tasks, steps or tau differ, a shared run does not agree, or a method
+            lacks some of the seeds.
     """
     first = docs[0]
-    key = ("task", "seeds", "steps", "tau")
-    want = (first["task"], *(first["config"][k] for k in key[1:]))
+    key = ("task", "steps", "tau")
+    want = (first["task"], first["config"]["steps"], first["config"]["tau"])
     runs: dict[tuple[str, int], Mapping[str, Any]] = {}
     controllers: dict[str, Any] = {}
     for doc in docs:
-        got = (doc["task"], *(doc["config"][k] for k in key[1:]))
+        got = (doc["task"], doc["config"]["steps"], doc["config"]["tau"])
         if got != want:
-            raise ValueError(f"cannot merge {got} into {want} (task, seeds, steps, tau)")
+            raise ValueError(f"cannot merge {got} into {want} ({', '.join(key)})")
         controllers.update(doc["specs"]["controllers"])
         for run in doc["runs"]:
             at = (run["method"], run["seed"])
             if at in runs and runs[at]["curve"] != run["curve"]:
                 raise ValueError(f"run {at} differs between documents: not the same setup")
             runs.setdefault(at, run)
+    seeds = sorted({seed for _, seed in runs})
+    for method in dict.fromkeys(m for m, _ in runs):
+        missing = [s for s in seeds if (method, s) not in runs]
+        if missing:
+            raise ValueError(f"method {method!r} has no runs for seeds {missing}")
     raw = {k: v for k, v in first.items() if k in _RAW_KEYS}
+    raw["config"] = {**first["config"], "seeds": seeds}
     raw["specs"] = {**first["specs"], "controllers": controllers}
     raw["command"] = " ; ".join(dict.fromkeys(d["command"] for d in docs))
     raw["bench_wall_s"] = round(sum(d["bench_wall_s"] for d in docs), 1)

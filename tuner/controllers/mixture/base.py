@@ -59,6 +59,7 @@ class BanditMixture(MixtureController):
         self.vectors = self._initial_vectors(config)
         self.stages: list[dict[str, Any]] = []  # oldest first, at most KEEP_STAGES
         self.updates = 0  # stages scored with at least one reward
+        self.played: dict[str, float] = {}  # arm -> sum of weight x steps over stages played
         self._warned_no_signal = False
         self.reports_seen = 0
         self.last_step = -1
@@ -127,21 +128,34 @@ class BanditMixture(MixtureController):
         if c.total_steps is not None:
             until = min(until, c.total_steps)
         index = last["stage"] + 1 if last is not None else 0
-        prefs = self._preferences(np.random.default_rng([c.seed, index]))
+        averaging = self._averaging(start)
+        if averaging:
+            total = math.fsum(self.played.values())
+            weights = {a: self.played.get(a, 0.0) / total for a in c.arms}
+        else:
+            weights = mixture(c, self._preferences(np.random.default_rng([c.seed, index])))
         return Decision(
             stage=index,
             kind=DecisionKind.COMMIT,
             from_step=start,
             until_step=until,
-            mixture=mixture(c, prefs),
+            mixture=weights,
             controller=self.algorithm,
             info={
                 "algorithm": self.algorithm,
                 "reward": c.reward,
                 "scored_stages": self.updates,
                 "last_rewards": dict(self.last_rewards),
+                **({"averaged": True} if averaging else {}),
             },
         )
+
+    def _averaging(self, start: int) -> bool:
+        """Whether a stage starting at ``start`` plays the average of the mixtures played."""
+        c = self.config
+        if not c.final_average or c.total_steps is None or not self.played:
+            return False
+        return start >= (1 - c.final_average) * c.total_steps
 
     def accept(self, decision: Decision) -> None:
         c = self.config
@@ -163,11 +177,20 @@ class BanditMixture(MixtureController):
             "scored": False,
         }
         # A newer version of a stage that has not started supersedes the older one.
+        for old in (s for s in self.stages if s["stage"] >= decision.stage):
+            self._play(old, -1.0)
         self.stages = [s for s in self.stages if s["stage"] < decision.stage]
         self.stages.append(record)
+        self._play(record, 1.0)
         if c.total_steps is not None and until >= c.total_steps:
             self.finished = True
         self._score_ready()
+
+    def _play(self, stage: dict[str, Any], sign: float) -> None:
+        """Add (or take back) a stage's weights times its steps to :attr:`played`."""
+        steps = stage["until"] - stage["from"]
+        for arm, w in stage["weights"].items():
+            self.played[arm] = max(self.played.get(arm, 0.0) + sign * w * steps, 0.0)
 
     @property
     def done(self) -> bool:
@@ -198,6 +221,7 @@ class BanditMixture(MixtureController):
             "late_reports": self.late_reports,
             "unattributed": self.unattributed,
             "last_rewards": dict(self.last_rewards),
+            "played": dict(self.played),
             "finished": self.finished,
         }
 

@@ -36,6 +36,12 @@ class MixtureConfig:
             algorithms' defaults expect rewards of order 1.
         seed: Seed of the algorithm's randomness (Thompson draws); stage ``k`` draws from
             ``numpy.random.default_rng([seed, k])``, so decisions are reproducible.
+        final_average: Fraction of ``total_steps`` at the end of the run over which the
+            controller plays the average of the mixtures it played before (weighted by
+            their steps) instead of its latest preference, as DoReMi trains its final
+            model on averaged weights: the last stages' choices are the noisiest, and what
+            training ends on is what the final loss sees. Stages are still scored. ``0``
+            (the algorithms' own default) disables it; ignored without ``total_steps``.
     """
 
     arms: tuple[str, ...]
@@ -48,6 +54,7 @@ class MixtureConfig:
     reward: str = "learning_progress"
     reward_scale: float = 1.0
     seed: int = 0
+    final_average: float = 0.0
 
     def __post_init__(self) -> None:
         arms = self.arms
@@ -71,6 +78,7 @@ class MixtureConfig:
         if self.total_steps is not None:
             integer("total_steps", self.total_steps, lo=self.warmup_steps + 1)
         integer("seed", self.seed, lo=0)
+        number("final_average", self.final_average, lo=0.0, hi=1.0, hi_open=True)
         get_reward(self.reward)
         number("reward_scale", self.reward_scale, lo=0.0, lo_open=True)
         self._check_pinned()

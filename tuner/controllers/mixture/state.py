@@ -51,6 +51,7 @@ def _check(ctl: BanditMixture, state: Any) -> tuple[MixtureConfig, dict[str, Any
         raise ConfigError(f"config must be a dict, got {state['config']!r:.200}")
     config = ctl.config_type(**state["config"])
     loaded = {f: copy.deepcopy(state[f]) for f in FIELDS}
+    loaded["played"] = copy.deepcopy(state.get("played", {}))  # absent before final_average
     vectors = _vectors(ctl, config, state["vectors"])
     stages = copy.deepcopy(state["stages"])
     for f in ("updates", "reports_seen", "late_reports", "unattributed"):
@@ -59,6 +60,9 @@ def _check(ctl: BanditMixture, state: Any) -> tuple[MixtureConfig, dict[str, Any
     if not isinstance(loaded["finished"], bool):
         raise ConfigError(f"finished must be a bool, got {loaded['finished']!r}")
     _floats("last_rewards", loaded["last_rewards"], config.arms)
+    _floats("played", loaded["played"], config.arms)
+    if any(v < 0 for v in loaded["played"].values()):
+        raise ConfigError(f"played must be >= 0 per arm, got {loaded['played']!r:.200}")
     _check_stages(stages, config)
     ctl._check_vectors(config, vectors)
     loaded["vectors"] = vectors
