@@ -85,8 +85,12 @@ def test_agent_overhead_ran_the_real_agent_in_both_cases(doc: dict[str, Any]) ->
     # healthy: the decisions written up front were applied; unattended: the base schedule
     assert rows["healthy"]["decision_version_at_end"] >= 1
     assert rows["unattended"]["decision_version_at_end"] == 0
-    # unattended: one claim per lookahead (16 steps), one append per flush (32 reports)
-    assert rows["unattended"]["redis_scripts_per_step"] <= 1 / 16 + 1 / 32 + 0.01
+    # unattended: one claim per lookahead (16 steps), one append per flush (32 reports),
+    # plus the reporter's timed flush (every 0.5 s, bare blocks included: each timed step
+    # spans a bare step and an agent step of wall time), however slow the machine
+    row = rows["unattended"]
+    timed_flushes = (row["step_us"] + row["with_agent_us"]) / 1e6 / 0.5
+    assert row["redis_scripts_per_step"] <= 1 / 16 + 1 / 32 + timed_flushes + 0.01
 
 
 def test_boundary_stall_crossed_boundaries_with_a_live_head(doc: dict[str, Any]) -> None:
