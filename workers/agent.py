@@ -98,10 +98,10 @@ class Agent:
             lease_ttl_s=lease_ttl_s,
         )
         self._extra: dict[str, float] = {}
-        # Step -> what the scheduler applied there, for the few steps a report may trail
-        # the scheduler by (torch's loop steps the scheduler before the step is reported).
-        self._applied_at: dict[int, dict[str, float]] = {}
-        self._exploring_at: dict[int, bool] = {}  # same steps: under an EXPLORE decision?
+        # Step -> what the scheduler applied there and whether an EXPLORE decision covered
+        # it, for the few steps a report may trail the scheduler by (torch's loop steps the
+        # scheduler before the step is reported).
+        self._applied_at: dict[int, tuple[dict[str, float], bool]] = {}
         self._exploring = False
         self._closed = False
         self._peek: tuple[int, int, Decision | None] = (0, -1, None)
@@ -174,8 +174,8 @@ class Agent:
                 f"rank {self.rank}: reported step {step} after step {self._last_step}; steps "
                 "must increase. Nothing was recorded."
             )
-        applied = self._applied_at.get(step, self._extra)
-        if applied.get(RESTORABLE_METRIC) and self._exploring_at.get(step, self._exploring):
+        applied, exploring = self._applied_at.get(step, (self._extra, self._exploring))
+        if applied.get(RESTORABLE_METRIC) and exploring:
             metrics = _diverged_if_not_finite(metrics)
         for name, value in applied.items():
             metrics.setdefault(name, value)
@@ -339,11 +339,9 @@ class Agent:
         extra["decision_version"] = float(decision.version if decision else 0)
         self._extra = extra
         self._exploring = decision is not None and decision.kind == DecisionKind.EXPLORE
-        self._applied_at[step] = extra
-        self._exploring_at[step] = self._exploring
+        self._applied_at[step] = (extra, self._exploring)
         while len(self._applied_at) > 8:
             del self._applied_at[next(iter(self._applied_at))]
-            del self._exploring_at[next(iter(self._exploring_at))]
 
     # -- lifecycle ----------------------------------------------------------------------
 

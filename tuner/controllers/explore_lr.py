@@ -47,12 +47,12 @@ the stages repeat every ``stage_steps`` and nothing decays.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from tuner.bo.surrogate import LRSurrogate
+from tuner.controllers import candidate_scores as scoring
 from tuner.controllers.base import Plan
 from tuner.controllers.explore_config import (
     EXTEND,
@@ -172,7 +172,7 @@ class ExploreLR(StagedLRController):
         if role == "probe" and not self._hopeless(j):
             return {"role": "tail", "cand": j, "scores": scores}
         nxt = j + 1
-        stop = self._stop_after(j, scores)
+        stop = self._stop_after(j)
         if nxt < len(self.cands) and not stop:
             return {"role": "probe", "cand": nxt, "scores": scores}
         extra = self._extension(scores, stop)
@@ -243,59 +243,20 @@ class ExploreLR(StagedLRController):
     def _progress(self, stage: int) -> float:
         return min(1.0, stage / max(1, self.config.stages))
 
-    # -- scoring ------------------------------------------------------------------------
-
-    def _start_loss(self) -> float | None:
-        probe = self.cands[0].get("probe") if self.cands else None
-        if probe is None:
-            return None
-        _, values = self.curve.window(probe[0], probe[0] + 2)
-        return values[0] if values else None
-
-    def _probe_score(self, j: int) -> float | None:
-        probe = self.cands[j].get("probe")
-        if probe is None:
-            return None
-        return self.curve.tail_mean(probe[0], probe[1], 1 / 3)
+    # -- scoring (tuner.controllers.candidate_scores) ------------------------------------
 
     def _hopeless(self, j: int) -> bool:
-        probe = self.cands[j]["probe"]
-        if self.curve.diverged(probe[0], probe[1]):
-            return True
-        start, score = self._start_loss(), self._probe_score(j)
-        if start is None or score is None:
-            return True
-        # Only a blow-up is hopeless. A probe that merely ends above the start (a single
-        # batch's loss) may be noise or a transient bump that the cool-down recovers.
-        return score > start + 0.5 * abs(start)
+        """Whether candidate ``j`` gets no cool-down: it blew up or was not measured."""
+        return scoring.blew_up(self.curve, self.cands, j) or not scoring.measured(
+            self.curve, self.cands, j
+        )
 
     def _scores(self) -> dict[str, float]:
-        """Score of every candidate whose tail ended (or that was cut): the cooled-down loss."""
-        out: dict[str, float] = {}
-        finite: list[float] = []
-        for j, cand in enumerate(self.cands):
-            tail = cand.get("tail")
-            if tail is None or self.curve.diverged(tail[0], tail[1]):
-                continue
-            value = self.curve.tail_mean(tail[0], tail[1], 1 / 4)
-            if value is not None and math.isfinite(value):
-                out[str(j)] = value
-                finite.append(value)
-        worst = max(finite) if finite else None
-        for j, cand in enumerate(self.cands):
-            if str(j) not in out and cand.get("probe") is not None and worst is not None:
-                out[str(j)] = worst + max(abs(worst) * 0.05, 1e-6)  # cut: scored worst
-        return out
+        return scoring.cooled_scores(self.curve, self.cands)
 
-    def _stop_after(self, j: int, scores: dict[str, float]) -> bool:
+    def _stop_after(self, j: int) -> bool:
         """Candidates run in ascending LR: a larger one is pointless after a blow-up."""
-        probe = self.cands[j].get("probe")
-        tail = self.cands[j].get("tail")
-        blew = probe is not None and self.curve.diverged(probe[0], (tail or probe)[1])
-        if blew:
-            return True
-        start, score = self._start_loss(), self._probe_score(j)
-        return start is not None and score is not None and score > start + 0.5 * abs(start)
+        return scoring.blew_up(self.curve, self.cands, j)
 
     def _record_scores(self, scores: dict[str, float]) -> None:
         for key, value in scores.items():
@@ -399,34 +360,11 @@ class ExploreLR(StagedLRController):
         return min(1.0, max(c.min_decay, lr / prev))
 
     def _refined_lr(self, win: int, scores: dict[str, float]) -> float:
-        """The winner's LR moved to the vertex of a parabola in log-LR through the winner
-        and its scored neighbours, within their range: two candidates that tie put the
-        stage's LR between them rather than on a coin flip. Training continues from the
-        winner's kept steps at that LR."""
-        lrs = [float(c["lr"]) for c in self.cands]
-        lr = lrs[win]
-        order = sorted(range(len(lrs)), key=lrs.__getitem__)
-        pos = order.index(win)
-        if not 0 < pos < len(order) - 1:
-            return lr
-        trio = (order[pos - 1], win, order[pos + 1])
-        if any(str(j) not in scores for j in trio):
-            return lr
-        x = [math.log(lrs[j]) for j in trio]
-        y = [scores[str(j)] for j in trio]
-        num = (x[1] - x[0]) ** 2 * (y[1] - y[2]) - (x[1] - x[2]) ** 2 * (y[1] - y[0])
-        den = (x[1] - x[0]) * (y[1] - y[2]) - (x[1] - x[2]) * (y[1] - y[0])
-        if den == 0 or not math.isfinite(num / den):
-            return lr
-        vertex = x[1] - 0.5 * num / den
-        lo, hi = (x[0] + x[1]) / 2, (x[1] + x[2]) / 2
-        return math.exp(min(max(vertex, lo), hi))
+        """Training continues from the winner's kept steps at the parabola's vertex."""
+        return scoring.parabola_lr([float(c["lr"]) for c in self.cands], scores, win)
 
     def _winner_from(self, scores: dict[str, float]) -> int | None:
-        scored = [
-            (v, int(j)) for j, v in scores.items() if self.cands[int(j)].get("tail") is not None
-        ]
-        return min(scored)[1] if scored else None
+        return scoring.winner(self.cands, scores)
 
 
 def _spread(lrs: Sequence[float], factor: float = 1.25) -> list[float]:

@@ -1,0 +1,91 @@
+"""Scoring of one exploration stage's candidates (tuner.controllers.candidate_scores)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tuner.controllers import candidate_scores as scoring
+from tuner.controllers.curves import StepCurve
+from tuner.records import DIVERGED_METRIC, Report
+
+
+def _curve(values: dict[int, float], diverged: tuple[int, ...] = ()) -> StepCurve:
+    curve = StepCurve("loss")
+    reports = [Report(rank=0, step=s, metrics={"loss": v}) for s, v in values.items()]
+    reports += [Report(rank=0, step=s, metrics={DIVERGED_METRIC: 1.0}) for s in diverged]
+    curve.add(reports)
+    return curve
+
+
+def _flat(lo: int, hi: int, value: float) -> dict[int, float]:
+    return dict.fromkeys(range(lo, hi), value)
+
+
+def test_parabola_lr_finds_the_vertex_of_a_quadratic_in_log_lr() -> None:
+    best = 0.03
+    lrs = [0.01, 0.04, 0.16]
+    scores = {str(j): 1.0 + (math.log(lr) - math.log(best)) ** 2 for j, lr in enumerate(lrs)}
+    assert scoring.parabola_lr(lrs, scores, 1) == pytest.approx(best, rel=1e-9)
+
+
+def test_parabola_lr_stays_within_the_neighbours_midpoints() -> None:
+    lrs = [0.01, 0.04, 0.16]
+    # For a best-scored middle candidate the vertex always lies between the midpoints (a
+    # parabola's slope at a midpoint is the secant's); when the caller's "winner" is not
+    # the lowest, the vertex lies beyond them and is clamped.
+    assert scoring.parabola_lr(lrs, {"0": 0.5, "1": 1.0, "2": 3.0}, 1) == pytest.approx(0.02)
+    assert scoring.parabola_lr(lrs, {"0": 3.0, "1": 1.0, "2": 0.5}, 1) == pytest.approx(0.08)
+
+
+def test_parabola_lr_keeps_an_edge_winner_or_one_with_an_unscored_neighbour() -> None:
+    lrs = [0.01, 0.04, 0.16]
+    assert scoring.parabola_lr(lrs, {"0": 1.0, "1": 2.0, "2": 3.0}, 0) == 0.01
+    assert scoring.parabola_lr(lrs, {"1": 1.0, "2": 3.0}, 1) == 0.04
+
+
+def test_a_probe_half_again_above_the_start_blew_up_and_a_bump_did_not() -> None:
+    cands = [{"lr": 0.1, "probe": [0, 9]}, {"lr": 0.4, "probe": [9, 18]}]
+    values = {0: 2.0, **_flat(1, 9, 1.5), **_flat(9, 15, 2.5), **_flat(15, 18, 3.2)}
+    curve = _curve(values)
+    assert not scoring.blew_up(curve, cands, 0)
+    assert scoring.blew_up(curve, cands, 1)  # last third at 3.2 > 2.0 + 0.5 * 2.0
+    bump = _curve({**values, **_flat(15, 18, 2.8)})  # 40% above the start
+    assert not scoring.blew_up(bump, cands, 1)
+
+
+def test_a_reported_divergence_anywhere_in_probe_or_tail_blew_up() -> None:
+    cands = [{"lr": 0.1, "probe": [0, 9], "tail": [9, 14]}]
+    curve = _curve({**_flat(0, 14, 1.0)}, diverged=(12,))
+    assert scoring.blew_up(curve, cands, 0)
+    assert scoring.measured(curve, cands, 0)
+
+
+def test_a_probe_without_reports_is_not_measured() -> None:
+    cands = [{"lr": 0.1, "probe": [0, 9]}, {"lr": 0.4, "probe": [9, 18]}]
+    curve = _curve(_flat(0, 9, 1.0))
+    assert scoring.measured(curve, cands, 0)
+    assert not scoring.measured(curve, cands, 1)
+    assert not scoring.blew_up(curve, cands, 1)
+
+
+def test_cooled_scores_use_the_end_of_each_tail_and_put_cut_candidates_last() -> None:
+    cands = [
+        {"lr": 0.1, "probe": [0, 8], "tail": [8, 12]},
+        {"lr": 0.4, "probe": [12, 20], "tail": [20, 24]},
+        {"lr": 1.6, "probe": [24, 32]},  # cut: no tail
+        {"lr": 6.4, "probe": [32, 40], "tail": [40, 44]},  # its tail diverged
+    ]
+    values = {**_flat(0, 44, 5.0), 10: 1.3, 11: 1.3, 22: 0.9, 23: 0.9}
+    scores = scoring.cooled_scores(_curve(values, diverged=(42,)), cands)
+    assert scores["0"] == pytest.approx(1.3)
+    assert scores["1"] == pytest.approx(0.9)
+    assert scores["2"] == scores["3"] > scores["0"]
+    assert scoring.winner(cands, scores) == 1
+
+
+def test_no_scores_until_some_tail_has_ended() -> None:
+    cands = [{"lr": 0.1, "probe": [0, 8]}]
+    assert scoring.cooled_scores(_curve(_flat(0, 8, 1.0)), cands) == {}
+    assert scoring.winner(cands, {}) is None
