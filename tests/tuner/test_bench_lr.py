@@ -61,6 +61,18 @@ def test_verdict_follows_from_the_medians(nqm_doc: dict) -> None:
     assert dw["within_10pct_of_optimal"] == (rows["tautune"]["ratio_to_optimal"] <= 1.1)
 
 
+def test_nqm_reports_the_best_possible_after_tautunes_exploration(nqm_doc: dict) -> None:
+    floor = nqm_doc["exploration_floor"]
+    rows = {row["method"]: row for row in nqm_doc["summary"]}
+    assert floor["exploration_steps"] == rows["tautune"]["exploration_steps_median"] > 0
+    # fewer steps cannot do better than the optimum over all of them, nor can tautune,
+    # which trains on exactly that many kept steps, beat the optimum over them
+    assert floor["ratio"] > 1
+    assert rows["tautune"]["final_loss_median"] >= floor["optimal_kept_final_loss"]
+    ratio = nqm_doc["done_when"]["best_possible_ratio_after_tautune_exploration"]
+    assert ratio == floor["ratio"]
+
+
 def test_steps_to_target_ignores_states_that_were_thrown_away() -> None:
     curve = [[0, 3.0, True], [10, 1.0, False], [20, 1.5, True], [30, 0.9, True]]
     assert steps_to(curve, 1.2) == 30

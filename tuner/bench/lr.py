@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -339,30 +339,49 @@ def run_bench(
     runs += _run_all(cfg, fixed, progress)
     from tuner.bench.lr_report import summarize
 
-    return summarize(
-        {
-            "task": cfg.task,
-            "target_method": "cosine-grid-best",
-            "machine": machine_info(),
-            "config": {
-                "seeds": list(cfg.seeds),
-                "total_steps": cfg.total_steps,
-                "optimizer": t.optimizer,
-                "warmup_steps": t.warmup_steps,
-                "grid": list(t.grid),
-                "lr_bounds": [t.grid[0] / 4, t.grid[-1] * 4],
-                "tautune_init_lr": t.centre,
-                "autolrs_tau": max(40, cfg.total_steps // 16),
-                "eval_every": cfg.eval_every,
-                "quick": cfg.quick,
-                "jobs": cfg.jobs,
-            },
-            "command": command_line(cfg),
-            "bench_wall_s": round(time.perf_counter() - start, 1),
-            "text": t.text,
-            "results": runs,
-        }
-    )
+    raw: dict[str, Any] = {
+        "task": cfg.task,
+        "target_method": "cosine-grid-best",
+        "machine": machine_info(),
+        "config": {
+            "seeds": list(cfg.seeds),
+            "total_steps": cfg.total_steps,
+            "optimizer": t.optimizer,
+            "warmup_steps": t.warmup_steps,
+            "grid": list(t.grid),
+            "lr_bounds": [t.grid[0] / 4, t.grid[-1] * 4],
+            "tautune_init_lr": t.centre,
+            "autolrs_tau": max(40, cfg.total_steps // 16),
+            "eval_every": cfg.eval_every,
+            "quick": cfg.quick,
+            "jobs": cfg.jobs,
+        },
+        "command": command_line(cfg),
+        "bench_wall_s": round(time.perf_counter() - start, 1),
+        "text": t.text,
+        "results": runs,
+    }
+    floor = _exploration_floor(cfg, runs)
+    if floor is not None:
+        raw["exploration_floor"] = floor
+    return summarize(raw)
+
+
+def _exploration_floor(
+    cfg: BenchConfig, runs: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """On nqm: the optimal schedule over the steps tautune kept (its median exploration
+    steps taken off), over the optimum for all steps. No method that throws those steps
+    away can do better."""
+    expl = [r["exploration_steps"] for r in runs if r["method"] == "tautune"]
+    if cfg.task != "nqm" or not expl or not any(r["method"] == "optimal" for r in runs):
+        return None
+    from tuner.bench.nqm import NQMConfig, optimal_schedule
+
+    steps = int(median(expl))
+    full = optimal_schedule(NQMConfig(), cfg.total_steps).final_loss
+    kept = optimal_schedule(NQMConfig(), cfg.total_steps - steps).final_loss
+    return {"exploration_steps": steps, "optimal_kept_final_loss": kept, "ratio": kept / full}
 
 
 def _nan_last(x: float) -> float:

@@ -71,14 +71,19 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
     doc["results"] = runs
     doc["target_loss"] = target
     doc["summary"] = summary
-    doc["done_when"] = done_when(doc["task"], summary, runs)
+    doc["done_when"] = done_when(doc["task"], summary, runs, raw.get("exploration_floor"))
     return doc
 
 
 def done_when(
-    task: str, summary: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]]
+    task: str,
+    summary: Sequence[Mapping[str, Any]],
+    runs: Sequence[Mapping[str, Any]],
+    floor: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """The issue's verdict for ``task``, from the medians."""
+    """The issue's verdict for ``task``, from the medians. ``floor`` (nqm): the optimal
+    schedule's loss over the steps tautune kept, as a ratio to the optimum over all steps:
+    the best any method that explores that many steps could do."""
     rows = {r["method"]: r for r in summary}
     if "tautune" not in rows or "cosine-grid-best" not in rows:
         return None
@@ -96,6 +101,8 @@ def done_when(
         ratio = tt["ratio_to_optimal"]
         out["ratio_to_optimal"] = ratio
         out["within_10pct_of_optimal"] = ratio is not None and ratio <= 1 + NQM_WITHIN
+        if floor:
+            out["best_possible_ratio_after_tautune_exploration"] = floor["ratio"]
         out["met"] = bool(
             out["within_10pct_of_optimal"]
             and out["beats_cosine_grid_best"]
