@@ -22,11 +22,11 @@ TASK_HELP = {
 
 
 def _one(task: str, args: argparse.Namespace) -> dict[str, Any]:
-    from tuner.bench.lr import BenchConfig, run_bench
+    from tuner.bench.lr import DEFAULT_SEEDS, BenchConfig, run_bench
 
     cfg = BenchConfig(
         task=task,
-        seeds=args.seeds or ((0, 1) if args.quick else (0, 1, 2)),
+        seeds=args.seeds or ((0, 1) if args.quick else DEFAULT_SEEDS),
         quick=args.quick,
         jobs=args.jobs,
         methods=tuple(args.methods.split(",")) if args.methods else (),
@@ -92,7 +92,7 @@ def add_parser(subparsers: Any) -> None:
             ),
         )
         p.add_argument("--json", metavar="PATH", help="JSON output (default bench-TASK.json)")
-        p.add_argument("--seeds", type=comma_ints, help="comma-separated seeds (default 0,1,2)")
+        p.add_argument("--seeds", type=comma_ints, help="comma-separated seeds (default 0,1,2,3,4)")
         p.add_argument("--steps", type=int, help="steps per run (default per task)")
         p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, short runs")
         p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
