@@ -27,7 +27,9 @@ SPEEDUP_REQUIRED = 1.25
 
 
 def machine_info() -> dict[str, Any]:
-    """Where the benchmark ran: OS, CPU, core count, load, Python and torch versions."""
+    """Where the benchmark ran: OS, CPU, core count, load, Python and torch versions, and
+    the vector ISA torch's CPU kernels use: hosts that report the same CPU name can differ
+    in it, and then round differently, which moves chaotic runs (digits) by tens of %."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -46,6 +48,7 @@ def machine_info() -> dict[str, Any]:
         "load_avg_at_start": load,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads_per_run": 1,
     }
 

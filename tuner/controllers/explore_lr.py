@@ -40,6 +40,15 @@ a trust region of ×/÷ ``trust``. In our benchmarks later stages did not pay fo
 themselves (short probes late in a run keep preferring the smallest candidate), so one
 stage is the default.
 
+What one stage cannot fix: a probe of ``c + a`` steps answers "which LR is best for a run
+this short", and that answer is biased in a direction that depends on the task. Measured
+on held-out seeds: shorter probes, longer cool-downs and a denser first grid all raise the
+pick; on the byte-level LM (AdamW) that helped (its short probes sometimes pick 3x too
+low), on digits (SGD) and the NQM it hurt (their early probes pick about 2x too high). A
+second stage a quarter into the run that lowers the LR on paired evidence took the NQM
+from 1.97x to 1.24x the optimum and made both real tasks worse. So the defaults stay as
+they are; see the benchmarks page.
+
 Budget: the steps thrown away, ``(k-1)(c+a) + a`` per stage of ``k`` candidates, add up
 to ``explore_budget`` of ``total_steps``; ``c`` follows from it. Without ``total_steps``
 the stages repeat every ``stage_steps`` and nothing decays.
