@@ -89,3 +89,21 @@ def test_no_scores_until_some_tail_has_ended() -> None:
     cands = [{"lr": 0.1, "probe": [0, 8]}]
     assert scoring.cooled_scores(_curve(_flat(0, 8, 1.0)), cands) == {}
     assert scoring.winner(cands, {}) is None
+
+
+def test_paired_t_cancels_the_noise_candidates_share() -> None:
+    # Both cool-downs see the same batch noise; b is 0.01 lower at every step.
+    noise = [0.3, -0.2, 0.5, -0.4, 0.1, 0.2, -0.3, 0.4]
+    cands = [{"lr": 0.1, "tail": [0, 8]}, {"lr": 0.4, "tail": [8, 16]}]
+    values = {s: 1.0 + noise[s] + (0.001 * s) for s in range(8)}
+    values |= {8 + s: 0.99 + noise[s] + (0.002 * s) for s in range(8)}
+    t = scoring.paired_t(_curve(values), cands, 1, 0)
+    assert t is not None and t < -5  # unpaired, 0.01 against noise of 0.3 would say nothing
+    assert scoring.paired_t(_curve(values), cands, 0, 1) == pytest.approx(-t)
+
+
+def test_paired_t_needs_two_tails_of_three_steps() -> None:
+    cands = [{"lr": 0.1, "tail": [0, 2]}, {"lr": 0.4, "tail": [2, 4]}, {"lr": 1.0}]
+    curve = _curve(_flat(0, 4, 1.0))
+    assert scoring.paired_t(curve, cands, 0, 1) is None
+    assert scoring.paired_t(curve, cands, 0, 2) is None

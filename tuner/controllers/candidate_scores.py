@@ -103,3 +103,25 @@ def parabola_lr(lrs: Sequence[float], scores: dict[str, float], win: int) -> flo
     vertex = x[1] - 0.5 * num / den
     lo, hi = (x[0] + x[1]) / 2, (x[1] + x[2]) / 2
     return math.exp(min(max(vertex, lo), hi))
+
+
+def paired_t(curve: StepCurve, cands: Sequence[Candidate], a: int, b: int) -> float | None:
+    """t statistic of candidate ``a``'s loss minus ``b``'s over the last half of their
+    cool-downs, step by step: candidates restore the same snapshot, so the same offset is
+    the same batch and the batch's own difficulty cancels. Negative: ``a`` is lower.
+    ``None`` when either has no tail of at least 3 reported steps."""
+    ta, tb = cands[a].get("tail"), cands[b].get("tail")
+    if ta is None or tb is None:
+        return None
+    _, va = curve.window(ta[0], ta[1])
+    _, vb = curve.window(tb[0], tb[1])
+    n = min(len(va), len(vb))
+    if n < 3:
+        return None
+    k = max(3, n // 2)
+    d = [x - y for x, y in zip(va[n - k : n], vb[n - k : n], strict=True)]
+    mean = sum(d) / k
+    var = sum((x - mean) ** 2 for x in d) / (k - 1)
+    if var == 0:
+        return 0.0 if mean == 0 else math.copysign(math.inf, mean)
+    return mean / math.sqrt(var / k)

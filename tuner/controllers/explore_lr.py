@@ -267,6 +267,20 @@ class ExploreLR(StagedLRController):
         """Candidates run in ascending LR: a larger one is pointless after a blow-up."""
         return scoring.blew_up(self.curve, self.cands, j)
 
+    def _t_above(self) -> float | None:
+        """Paired t of the next larger candidate's cool-down against the winner's: how
+        clearly the stage preferred the smaller of the two."""
+        scores = {str(j): c["score"] for j, c in enumerate(self.cands) if "score" in c}
+        win = scoring.winner(self.cands, scores)
+        if win is None:
+            return None
+        lr = self.cands[win]["lr"]
+        above = [j for j, c in enumerate(self.cands) if c["lr"] > lr and c.get("tail")]
+        if not above:
+            return None
+        up = min(above, key=lambda j: self.cands[j]["lr"])
+        return scoring.paired_t(self.curve, self.cands, up, win)
+
     def _record_scores(self, scores: dict[str, float]) -> None:
         for key, value in scores.items():
             self.cands[int(key)]["score"] = value
@@ -288,6 +302,7 @@ class ExploreLR(StagedLRController):
                 "lr_end": seg.get("lr_end"),
                 "candidates": [c["lr"] for c in self.cands],
                 "scores": [c.get("score") for c in self.cands],
+                "t_above": self._t_above(),
             }
         )
         self.stages = self.stages[-64:]
