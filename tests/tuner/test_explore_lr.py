@@ -186,3 +186,51 @@ def test_a_diverging_base_schedule_starts_exploring_at_once() -> None:
     waiting, rescue = calm.propose(plan), troubled.propose(plan)
     assert waiting is not None and waiting.from_step == 500  # explore_at * total_steps
     assert rescue is not None and rescue.from_step == 10 and rescue.snapshot
+
+
+def _stage0(init_lr: float, tails: dict[float, list[float]]) -> ExploreLR:
+    """An ExploreLR in stage 0 whose candidates' cool-downs reported ``tails``."""
+    ctl = ExploreLR(ExploreConfig(init_lr=init_lr, total_steps=STEPS))
+    ctl.stage, step = 0, 0
+    for lr, values in tails.items():
+        probe = [step, step + 4]
+        tail = [probe[1], probe[1] + len(values)]
+        ctl.cands.append({"lr": lr, "probe": probe, "tail": tail})
+        reports = [Report(rank=0, step=s, metrics={"loss": 3.0}) for s in range(*probe)]
+        reports += [
+            Report(rank=0, step=tail[0] + k, metrics={"loss": v}) for k, v in enumerate(values)
+        ]
+        ctl.observe(reports)
+        step = tail[1]
+    return ctl
+
+
+def test_a_smaller_lr_must_beat_init_by_more_than_noise_to_replace_it() -> None:
+    wobble = [0.0, 0.04, -0.04, 0.03, -0.03, 0.02, -0.02, 0.01]
+    init = [2.0 + w for w in wobble]
+    # lower at the end (the score) by 0.005, but the paired difference swings by 0.06
+    swing = [0.01, -0.02, 0.03, -0.04, 0.03, -0.04, 0.025, -0.035]
+    noisy = [v + d for v, d in zip(init, swing, strict=True)]
+    ctl = _stage0(0.1, {0.025: noisy, 0.1: init})
+    keep, t = ctl._tied_with_init(0)
+    assert keep == 1 and t is not None and abs(t) < 2
+    # 0.05 lower at every step: a clear win, the smaller LR replaces init
+    clear = [v - 0.05 for v in init]
+    ctl = _stage0(0.1, {0.025: clear, 0.1: init})
+    keep, t = ctl._tied_with_init(0)
+    assert keep is None and t is not None and t < -2
+
+
+def test_a_larger_winner_or_a_later_stage_needs_no_margin() -> None:
+    wobble = [0.0, 0.04, -0.04, 0.03, -0.03, 0.02, -0.02, 0.01]
+    init = [2.0 + w for w in wobble]
+    swing = [0.01, -0.02, 0.03, -0.04, 0.03, -0.04, 0.025, -0.035]
+    noisy = [v + d for v, d in zip(init, swing, strict=True)]
+    ctl = _stage0(0.1, {0.1: init, 0.4: noisy})
+    assert ctl._tied_with_init(1) == (None, None)  # larger than init: the bias is against it
+    ctl = _stage0(0.1, {0.025: noisy, 0.1: init})
+    ctl.stage = 1
+    assert ctl._tied_with_init(0) == (None, None)
+    off = ExploreLR(ExploreConfig(init_lr=0.1, total_steps=STEPS, keep_init_t=0.0))
+    off.stage, off.cands, off.curve = 0, ctl.cands, ctl.curve
+    assert off._tied_with_init(0) == (None, None)

@@ -40,6 +40,9 @@ class ExploreConfig:
         min_decay: A commit decays linearly by the ratio of the last two stages' LRs,
             at most down to this fraction (1 keeps commits constant).
         stage_steps: Stage length when ``total_steps`` is not known.
+        keep_init_t: Stage 0 keeps ``init_lr`` over a smaller winner unless the winner's
+            cool-down beats the ``init_lr`` candidate's by a paired t of at least this
+            (short probes favour small LRs); 0 turns the check off.
         metric: Reported metric to minimize.
         seed: Seed of the GP fits and acquisition.
     """
@@ -63,6 +66,7 @@ class ExploreConfig:
     min_decay: float = 0.25
     metric: str = "loss"
     seed: int = 0
+    keep_init_t: float = 2.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.init_lr) and self.init_lr > 0):

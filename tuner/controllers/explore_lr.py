@@ -56,6 +56,7 @@ the stages repeat every ``stage_steps`` and nothing decays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -267,6 +268,28 @@ class ExploreLR(StagedLRController):
         """Candidates run in ascending LR: a larger one is pointless after a blow-up."""
         return scoring.blew_up(self.curve, self.cands, j)
 
+    def _tied_with_init(self, win: int) -> tuple[int | None, float | None]:
+        """Stage 0's ``init_lr`` candidate when the winner is smaller and does not beat it
+        clearly (paired |t| below ``keep_init_t``), and that t.
+
+        Short probes are biased towards small LRs (Wu et al., ICLR 2018), so a smaller LR
+        has to win by more than noise to replace the user's. A larger winner needs no such
+        margin: the bias works against it already.
+        """
+        c = self.config
+        if self.stage != 0 or c.keep_init_t <= 0 or self.cands[win]["lr"] >= c.init_lr:
+            return None, None
+        init = [
+            j
+            for j, cand in enumerate(self.cands)
+            if math.isclose(cand["lr"], c.init_lr, rel_tol=1e-9) and cand.get("tail")
+        ]
+        if not init or init[0] == win:
+            return None, None
+        t = scoring.paired_t(self.curve, self.cands, win, init[0])
+        tied = t is not None and abs(t) < c.keep_init_t
+        return (init[0] if tied else None), t
+
     def _t_above(self) -> float | None:
         """Paired t of the next larger candidate's cool-down against the winner's: how
         clearly the stage preferred the smaller of the two."""
@@ -303,6 +326,8 @@ class ExploreLR(StagedLRController):
                 "candidates": [c["lr"] for c in self.cands],
                 "scores": [c.get("score") for c in self.cands],
                 "t_above": self._t_above(),
+                "t_init": seg.get("t_init"),
+                "kept_init": bool(seg.get("kept_init")),
             }
         )
         self.stages = self.stages[-64:]
@@ -352,6 +377,11 @@ class ExploreLR(StagedLRController):
                 kw["restore_from"] = self.stage_start
             else:
                 kind, lr = DecisionKind.COMMIT, self._refined_lr(win, seg["scores"])
+                keep, t = self._tied_with_init(win)
+                seg["t_init"] = t if t is not None and math.isfinite(t) else None
+                if keep is not None:
+                    win, lr = keep, float(self.cands[keep]["lr"])
+                    seg["kept_init"] = True
                 kw["restore_from"] = self.cands[win]["tail"][0]
             seg["lr"] = lr
             nominal = c.first_stage + (self.stage + 1) * c.stage_span
