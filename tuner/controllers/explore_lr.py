@@ -22,7 +22,12 @@ decays over the last ``anneal_fraction``. Each stage:
    probed ×/÷4 beyond it (twice at most), so the optimum is bracketed.
 5. **Commit**: the LR is the vertex of a parabola in log-LR through the best candidate and
    its neighbours (within their midpoints). Training restores the best candidate's
-   pre-tail snapshot, so its ``c`` probe steps are kept, and goes on at that LR.
+   pre-tail snapshot, so its ``c`` probe steps are kept, and goes on at that LR. In stage
+   0 a winner smaller than ``init_lr`` must beat the ``init_lr`` candidate by a paired t
+   of ``keep_init_t`` (2) over the end of their cool-downs, which ran on the same batches;
+   otherwise ``init_lr`` and its kept steps stay. Short probes favour small LRs, so a
+   small winner by a noise-sized margin is the likeliest wrong pick (charlm seed 11 picked
+   7e-4 on a 0.007 lead and ended at 2.335; keeping 1.7e-3 ended at 2.155).
 
 Early stop: a candidate that diverged (a worker reported ``diverged``, or the end of its
 probe is half again above the stage's starting loss) gets no tail and is scored worst;
