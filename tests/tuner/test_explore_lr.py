@@ -157,6 +157,8 @@ def test_waits_for_a_first_report_and_holds_without_restorable_workers() -> None
         {"init_lr": 1.0, "explore_budget": 1.5},
         {"init_lr": 1.0, "shape": "cosine"},
         {"init_lr": 1.0, "total_steps": 50, "stages": 4},
+        {"init_lr": 1.0, "keep_init_t": -1.0},
+        {"init_lr": 1.0, "keep_init_t": float("nan")},
     ],
 )
 def test_bad_settings_are_refused(kw: dict[str, Any]) -> None:

@@ -84,6 +84,8 @@ class ExploreConfig:
             raise ConfigError("anneal_fraction must be in [0, 1) and tail_fraction in (0, 2]")
         if not 0 <= self.tail_end_ratio <= 1 or self.trust <= 1 or self.final_lr < 0:
             raise ConfigError("need 0 <= tail_end_ratio <= 1, trust > 1 and final_lr >= 0")
+        if not 0 <= self.keep_init_t < math.inf:
+            raise ConfigError(f"keep_init_t must be a finite t >= 0, got {self.keep_init_t=}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps=}")
         if self.shape not in ("linear", "wsd"):
