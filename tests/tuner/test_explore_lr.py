@@ -207,30 +207,28 @@ def _stage0(init_lr: float, tails: dict[float, list[float]]) -> ExploreLR:
     return ctl
 
 
+WOBBLE = [0.0, 0.04, -0.04, 0.03, -0.03, 0.02, -0.02, 0.01]
+INIT_TAIL = [2.0 + w for w in WOBBLE]
+# Lower at the end (the score) by 0.005, but the paired difference swings by 0.06: a tie.
+SWING = [0.01, -0.02, 0.03, -0.04, 0.03, -0.04, 0.025, -0.035]
+TIED_TAIL = [v + d for v, d in zip(INIT_TAIL, SWING, strict=True)]
+
+
 def test_a_smaller_lr_must_beat_init_by_more_than_noise_to_replace_it() -> None:
-    wobble = [0.0, 0.04, -0.04, 0.03, -0.03, 0.02, -0.02, 0.01]
-    init = [2.0 + w for w in wobble]
-    # lower at the end (the score) by 0.005, but the paired difference swings by 0.06
-    swing = [0.01, -0.02, 0.03, -0.04, 0.03, -0.04, 0.025, -0.035]
-    noisy = [v + d for v, d in zip(init, swing, strict=True)]
-    ctl = _stage0(0.1, {0.025: noisy, 0.1: init})
+    ctl = _stage0(0.1, {0.025: TIED_TAIL, 0.1: INIT_TAIL})
     keep, t = ctl._tied_with_init(0)
     assert keep == 1 and t is not None and abs(t) < 2
     # 0.05 lower at every step: a clear win, the smaller LR replaces init
-    clear = [v - 0.05 for v in init]
-    ctl = _stage0(0.1, {0.025: clear, 0.1: init})
+    clear = [v - 0.05 for v in INIT_TAIL]
+    ctl = _stage0(0.1, {0.025: clear, 0.1: INIT_TAIL})
     keep, t = ctl._tied_with_init(0)
     assert keep is None and t is not None and t < -2
 
 
 def test_a_larger_winner_or_a_later_stage_needs_no_margin() -> None:
-    wobble = [0.0, 0.04, -0.04, 0.03, -0.03, 0.02, -0.02, 0.01]
-    init = [2.0 + w for w in wobble]
-    swing = [0.01, -0.02, 0.03, -0.04, 0.03, -0.04, 0.025, -0.035]
-    noisy = [v + d for v, d in zip(init, swing, strict=True)]
-    ctl = _stage0(0.1, {0.1: init, 0.4: noisy})
+    ctl = _stage0(0.1, {0.1: INIT_TAIL, 0.4: TIED_TAIL})
     assert ctl._tied_with_init(1) == (None, None)  # larger than init: the bias is against it
-    ctl = _stage0(0.1, {0.025: noisy, 0.1: init})
+    ctl = _stage0(0.1, {0.025: TIED_TAIL, 0.1: INIT_TAIL})
     ctl.stage = 1
     assert ctl._tied_with_init(0) == (None, None)
     off = ExploreLR(ExploreConfig(init_lr=0.1, total_steps=STEPS, keep_init_t=0.0))
