@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -341,7 +341,7 @@ def run_bench(
     runs += first[len(grid_specs) :]
     fixed = [RunSpec(m, m, s, best_peak) for m in methods if m in SCHEDULES for s in cfg.seeds]
     runs += _run_all(cfg, fixed, progress)
-    from tuner.bench.lr_report import summarize
+    from tuner.bench.lr_report import exploration_floor, summarize
 
     raw: dict[str, Any] = {
         "task": cfg.task,
@@ -365,27 +365,10 @@ def run_bench(
         "text": t.text,
         "results": runs,
     }
-    floor = _exploration_floor(cfg, runs)
+    floor = exploration_floor(cfg.task, cfg.total_steps, runs)
     if floor is not None:
         raw["exploration_floor"] = floor
     return summarize(raw)
-
-
-def _exploration_floor(
-    cfg: BenchConfig, runs: Sequence[Mapping[str, Any]]
-) -> dict[str, Any] | None:
-    """On nqm: the optimal schedule over the steps tautune kept (its median exploration
-    steps taken off), over the optimum for all steps. No method that throws those steps
-    away can do better."""
-    expl = [r["exploration_steps"] for r in runs if r["method"] == "tautune"]
-    if cfg.task != "nqm" or not expl or not any(r["method"] == "optimal" for r in runs):
-        return None
-    from tuner.bench.nqm import NQMConfig, optimal_schedule
-
-    steps = int(median(expl))
-    full = optimal_schedule(NQMConfig(), cfg.total_steps).final_loss
-    kept = optimal_schedule(NQMConfig(), cfg.total_steps - steps).final_loss
-    return {"exploration_steps": steps, "optimal_kept_final_loss": kept, "ratio": kept / full}
 
 
 def _nan_last(x: float) -> float:

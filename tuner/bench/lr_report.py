@@ -75,6 +75,23 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def exploration_floor(
+    task: str, total_steps: int, runs: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """On nqm: the optimal schedule over the steps tautune kept (its median exploration
+    steps taken off), over the ``optimal`` run's loss for all steps. No method that throws
+    those steps away can do better."""
+    expl = [r["exploration_steps"] for r in runs if r["method"] == "tautune"]
+    opt = [r["info"]["optimal_final_loss"] for r in runs if r["method"] == "optimal"]
+    if task != "nqm" or not expl or not opt:
+        return None
+    from tuner.bench.nqm import NQMConfig, optimal_schedule
+
+    steps = int(median(expl))
+    kept = optimal_schedule(NQMConfig(), total_steps - steps).final_loss
+    return {"exploration_steps": steps, "optimal_kept_final_loss": kept, "ratio": kept / opt[0]}
+
+
 def done_when(
     task: str,
     summary: Sequence[Mapping[str, Any]],

@@ -182,12 +182,12 @@ class ExploreLR(StagedLRController):
             return self._stage_start(self.stage + 1, until, plan)
         if plan.last_step < until - 1:
             return None  # the next segment depends on this one's result
-        scores = self._scores()
+        scores = scoring.cooled_scores(self.curve, self.cands)
         j = last["cand"]
         if role == "probe" and not self._hopeless(j):
             return {"role": "tail", "cand": j, "scores": scores}
         nxt = j + 1
-        stop = self._stop_after(j)
+        stop = scoring.blew_up(self.curve, self.cands, j)  # larger ones run after it
         if nxt < len(self.cands) and not stop:
             return {"role": "probe", "cand": nxt, "scores": scores}
         extra = self._extension(scores, stop)
@@ -201,7 +201,7 @@ class ExploreLR(StagedLRController):
         added = sum(1 for cand in self.cands if cand.get("added"))
         if added >= MAX_EXTENSIONS:
             return None
-        win = self._winner_from(scores)
+        win = scoring.winner(self.cands, scores)
         if win is None:
             return None
         lo, hi = self.config.bounds
@@ -266,13 +266,6 @@ class ExploreLR(StagedLRController):
             self.curve, self.cands, j
         )
 
-    def _scores(self) -> dict[str, float]:
-        return scoring.cooled_scores(self.curve, self.cands)
-
-    def _stop_after(self, j: int) -> bool:
-        """Candidates run in ascending LR: a larger one is pointless after a blow-up."""
-        return scoring.blew_up(self.curve, self.cands, j)
-
     def _tied_with_init(self, win: int) -> tuple[int | None, float | None]:
         """Stage 0's ``init_lr`` candidate when the winner is smaller and does not beat it
         clearly (paired |t| below ``keep_init_t``), and that t.
@@ -295,20 +288,6 @@ class ExploreLR(StagedLRController):
         tied = t is not None and abs(t) < c.keep_init_t
         return (init[0] if tied else None), t
 
-    def _t_above(self) -> float | None:
-        """Paired t of the next larger candidate's cool-down against the winner's: how
-        clearly the stage preferred the smaller of the two."""
-        scores = {str(j): c["score"] for j, c in enumerate(self.cands) if "score" in c}
-        win = scoring.winner(self.cands, scores)
-        if win is None:
-            return None
-        lr = self.cands[win]["lr"]
-        above = [j for j, c in enumerate(self.cands) if c["lr"] > lr and c.get("tail")]
-        if not above:
-            return None
-        up = min(above, key=lambda j: self.cands[j]["lr"])
-        return scoring.paired_t(self.curve, self.cands, up, win)
-
     def _record_scores(self, scores: dict[str, float]) -> None:
         for key, value in scores.items():
             self.cands[int(key)]["score"] = value
@@ -330,7 +309,6 @@ class ExploreLR(StagedLRController):
                 "lr_end": seg.get("lr_end"),
                 "candidates": [c["lr"] for c in self.cands],
                 "scores": [c.get("score") for c in self.cands],
-                "t_above": self._t_above(),
                 "t_init": seg.get("t_init"),
                 "kept_init": bool(seg.get("kept_init")),
             }
@@ -376,12 +354,15 @@ class ExploreLR(StagedLRController):
             kind, until = DecisionKind.EXPLORE, start + c.tail_steps
             kw["lr_end"], kw["snapshot"] = lr * c.tail_end_ratio, True
         else:  # commit
-            win = self._winner_from(seg["scores"])
+            win = scoring.winner(self.cands, seg["scores"])
             if win is None:
                 kind, lr = DecisionKind.COMMIT, self.lr_now
                 kw["restore_from"] = self.stage_start
             else:
-                kind, lr = DecisionKind.COMMIT, self._refined_lr(win, seg["scores"])
+                kind, lr = (
+                    DecisionKind.COMMIT,
+                    scoring.parabola_lr([float(x["lr"]) for x in self.cands], seg["scores"], win),
+                )
                 keep, t = self._tied_with_init(win)
                 seg["t_init"] = t if t is not None and math.isfinite(t) else None
                 if keep is not None:
@@ -417,13 +398,6 @@ class ExploreLR(StagedLRController):
             return 1.0
         prev = float(self.stages[-1]["lr"])
         return min(1.0, max(c.min_decay, lr / prev))
-
-    def _refined_lr(self, win: int, scores: dict[str, float]) -> float:
-        """Training continues from the winner's kept steps at the parabola's vertex."""
-        return scoring.parabola_lr([float(c["lr"]) for c in self.cands], scores, win)
-
-    def _winner_from(self, scores: dict[str, float]) -> int | None:
-        return scoring.winner(self.cands, scores)
 
 
 def _spread(lrs: Sequence[float], factor: float = 1.25) -> list[float]:
