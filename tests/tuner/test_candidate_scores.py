@@ -45,6 +45,55 @@ def test_parabola_lr_keeps_an_edge_winner_or_one_with_an_unscored_neighbour() ->
     assert scoring.parabola_lr(lrs, {"1": 1.0, "2": 3.0}, 1) == 0.04
 
 
+def test_a_blown_up_neighbour_counts_as_infinitely_bad() -> None:
+    lrs = [0.03, 0.12, 0.48]
+    scores = {"0": 1.35, "1": 1.0, "2": 1.05}  # "2" is a stand-in score: it blew up
+    # the limit of the parabola as the neighbour's score grows: the lower midpoint
+    assert scoring.parabola_lr(lrs, scores, 1, {2}) == pytest.approx(0.06)
+    assert scoring.parabola_lr(lrs, scores, 1) > 0.12  # read as a score, it pulls up
+    assert scoring.parabola_lr(lrs, scores, 1, {0}) == pytest.approx(0.24)
+    assert scoring.parabola_lr(lrs, scores, 1, {0, 2}) == 0.12
+
+
+def test_stand_ins_are_probes_with_no_finite_tail_that_were_not_pruned() -> None:
+    cands = [
+        {"lr": 1.6, "probe": [0, 4], "tail": [4, 8]},
+        {"lr": 0.4, "probe": [8, 12], "pruned": {"ref": 0, "gap": 0.2, "t": 5.0}},
+        {"lr": 6.4, "probe": [12, 16]},  # blew up
+        {"lr": 3.2, "probe": [16, 20], "tail": [20, 24]},  # its tail diverged
+        {"lr": 0.1},  # never probed
+    ]
+    curve = _curve(_flat(0, 24, 1.0), diverged=(22,))
+    assert scoring.stand_ins(curve, cands) == {2, 3}
+
+
+def test_a_pruned_candidate_scores_its_reference_plus_the_gap_and_a_blow_up_is_last() -> None:
+    cands = [
+        {"lr": 1.6, "probe": [0, 8], "tail": [8, 12]},
+        {"lr": 0.4, "probe": [12, 16], "pruned": {"ref": 0, "gap": 0.2, "t": 5.0}},
+        {"lr": 6.4, "probe": [16, 24]},  # blew up
+    ]
+    values = {**_flat(0, 24, 5.0), 10: 1.0, 11: 1.0}
+    scores = scoring.cooled_scores(_curve(values), cands)
+    assert scores["1"] == pytest.approx(1.2)
+    assert scores["2"] > scores["1"]  # worse than every score, the pruned one's included
+    assert scoring.winner(cands, scores) == 0
+
+
+def test_probe_gap_pairs_raw_losses_by_offset_from_each_probe_start() -> None:
+    # b (probed first, a larger LR) is 0.1 ± 0.01 lower at every offset under shared batch
+    # noise of ±0.5; a's step 13 is missing, so pairing by position would misalign.
+    noise = [0.0, 0.3, -0.2, 0.5, -0.4, 0.1, 0.2, -0.3, 0.4, -0.1]
+    cands = [{"lr": 0.4, "probe": [0, 10]}, {"lr": 0.1, "probe": [10, 20]}]
+    values = {s: 1.0 + noise[s] for s in range(10)}
+    values |= {10 + s: 1.1 + 0.01 * (-1) ** s + noise[s] for s in range(10) if s != 3}
+    gap = scoring.probe_gap(_curve(values), cands, 1, 0)
+    assert gap is not None and gap[1] == pytest.approx(0.1, abs=0.01) and gap[0] > 10
+    back = scoring.probe_gap(_curve(values), cands, 0, 1)
+    assert back is not None and back[0] == pytest.approx(-gap[0])
+    assert scoring.probe_gap(_curve(values), [cands[0], {"lr": 0.1}], 0, 1) is None
+
+
 def test_a_probe_half_again_above_the_start_blew_up_and_a_bump_did_not() -> None:
     cands = [{"lr": 0.1, "probe": [0, 9]}, {"lr": 0.4, "probe": [9, 18]}]
     values = {0: 2.0, **_flat(1, 9, 1.5), **_flat(9, 15, 2.5), **_flat(15, 18, 3.2)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from typing import Any
 
 import pytest
@@ -46,21 +47,32 @@ def _run(**kw: Any) -> tuple[Recorder, Any]:
     return ctl, result
 
 
+def _role(d: Decision) -> str:
+    return str(d.info["segment"]["role"])
+
+
 def test_a_stage_snapshots_probes_cools_down_and_keeps_the_winners_steps() -> None:
-    ctl, result = _run()
+    ctl, result = _run(prune_t=0.0)
     d = ctl.accepted
-    probes = [x for x in d if x.info["segment"]["role"] == "probe"]
-    tails = [x for x in d if x.info["segment"]["role"] == "tail"]
+    probes = [x for x in d if _role(x) == "probe" and x.info["segment"].get("part") != 2]
+    tails = [x for x in d if _role(x) == "tail"]
     commits = [x for x in d if x.kind == DecisionKind.COMMIT]
     assert probes[0].snapshot and probes[0].restore_from is None
     stage_start = probes[0].from_step
-    # every later probe restarts from the stage's snapshot, in ascending LR order
+    # every later probe restarts from the stage's snapshot, in descending LR order
     assert all(p.restore_from == stage_start for p in probes[1:])
     lrs = [p.lr for p in probes]
-    assert lrs == sorted(lrs) and len(set(lrs)) == len(lrs)
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == len(lrs)
+    # a probe runs in two halves (checked for a blow-up in between); the second goes on
+    # from the first, at the same LR, with no snapshot or restore
+    for first, second in itertools.pairwise(d):
+        if _role(second) == "probe" and second.info["segment"].get("part") == 2:
+            assert first.info["segment"].get("part") == 1 and second.lr == first.lr
+            assert not second.snapshot and second.restore_from is None
     # a tail snapshots the candidate's pre-tail state and decays its LR
     for t in tails:
         assert t.snapshot and t.lr_end is not None and t.lr is not None and t.lr_end < t.lr
+    assert len(tails) == len(probes)  # nothing blew up or was cut: every one cooled down
     # the commit restores one candidate's pre-tail snapshot: its probe steps are kept
     commit = commits[0]
     assert commit.restore_from in {t.from_step for t in tails}
@@ -75,19 +87,34 @@ def test_a_stage_snapshots_probes_cools_down_and_keeps_the_winners_steps() -> No
     assert result.exploration_steps <= ctl.config.explore_budget * STEPS
 
 
+def test_a_smaller_candidate_behind_a_larger_one_is_cut_halfway() -> None:
+    # On the NQM from init 0.2, 0.8 is far ahead of 0.2 and 0.05 after a few steps.
+    full, full_result = _run(prune_t=0.0)
+    cut, cut_result = _run()
+    assert full.stages[0]["pruned"] == [] and cut.stages[0]["pruned"] == [1, 2]
+    probes = [x for x in cut.accepted if _role(x) == "probe"]
+    halves = {x.lr: x.info["segment"].get("part") for x in probes}
+    assert halves == {0.8: 2, 0.2: 1, 0.05: 1}  # only the largest ran its second half
+    assert [x.lr for x in cut.accepted if _role(x) == "tail"] == [0.8]
+    # the cut ones score their reference's score plus the raw gap: still behind it
+    scores = cut.stages[0]["scores"]
+    assert scores[0] < scores[1] < scores[2]
+    assert cut.stages[0]["lr"] == full.stages[0]["lr"]  # the same pick...
+    assert cut_result.exploration_steps < full_result.exploration_steps / 2  # ...for less
+
+
 def test_the_chosen_lr_is_between_the_best_candidates_neighbours() -> None:
-    ctl, _ = _run()
+    ctl, _ = _run(prune_t=0.0)
     stage = ctl.stages[0]
-    scores = stage["scores"]
-    cands = stage["candidates"]
-    best = min(range(len(scores)), key=lambda j: scores[j] if scores[j] is not None else 1e9)
-    lo = cands[max(best - 1, 0)]
-    hi = cands[min(best + 1, len(cands) - 1)]
+    ranked = sorted(zip(stage["candidates"], stage["scores"], strict=True))
+    best = min(range(len(ranked)), key=lambda j: ranked[j][1])
+    lo = ranked[max(best - 1, 0)][0]
+    hi = ranked[min(best + 1, len(ranked) - 1)][0]
     assert lo <= stage["lr"] <= hi
 
 
-def test_a_diverging_candidate_skips_every_larger_one() -> None:
-    # On the NQM an LR above 2/max(h) = 2 diverges. Candidates are 0.75, 3 and 12.
+def test_a_candidate_that_blew_up_gets_no_cool_down_and_the_smaller_ones_still_run() -> None:
+    # On the NQM an LR above 2/max(h) = 2 diverges. Candidates are 12, 3 and 0.75.
     cfg = ExploreConfig(init_lr=3.0, lr_min=0.01, lr_max=64.0, total_steps=STEPS)
     ctl = Recorder(cfg)
     run_controller(
@@ -99,22 +126,58 @@ def test_a_diverging_candidate_skips_every_larger_one() -> None:
         eval_every=100,
         seed=1,
     )
-    probes = [x for x in ctl.accepted if x.info["segment"]["role"] == "probe"]
-    tried = [p.lr for p in probes]
-    assert tried[:2] == [0.75, 3.0]  # ascending; 3 is unstable...
-    assert 12.0 not in tried  # ...so 12 never ran
-    tails = [x.lr for x in ctl.accepted if x.info["segment"]["role"] == "tail"]
-    assert 3.0 not in tails  # the unstable one got no cool-down
+    probes = [x.lr for x in ctl.accepted if _role(x) == "probe"]
+    assert list(dict.fromkeys(probes))[:3] == [12.0, 3.0, 0.75]  # descending
+    tails = [x.lr for x in ctl.accepted if _role(x) == "tail"]
+    assert 12.0 not in tails and 3.0 not in tails  # the unstable ones got no cool-down
     assert ctl.stages[0]["lr"] < 2.0  # the stage trains at a stable LR
 
 
-def test_state_round_trip_mid_stage_gives_the_same_decisions() -> None:
+class _Exploding:
+    """A run whose loss is NaN at LRs above 1 and falls slowly otherwise."""
+
+    def __init__(self) -> None:
+        self.loss = 2.0
+
+    def step(self, lr: float) -> float:
+        if lr > 1.0:
+            return math.nan
+        self.loss -= 0.001 * lr
+        return self.loss
+
+    def evaluate(self) -> float:
+        return self.loss
+
+    def save(self) -> float:
+        return self.loss
+
+    def load(self, state: Any) -> None:
+        self.loss = float(state)
+
+
+def test_a_probe_that_reports_a_divergence_stops_halfway() -> None:
+    cfg = ExploreConfig(init_lr=0.5, lr_min=0.01, lr_max=8.0, total_steps=STEPS)
+    ctl = Recorder(cfg)
+    run_controller(
+        "explore", _Exploding(), ctl, lambda s: 0.5, total_steps=STEPS, eval_every=100, seed=0
+    )
+    probes = [x for x in ctl.accepted if _role(x) == "probe"]
+    parts = {x.lr: x.info["segment"].get("part") for x in probes}
+    assert parts[2.0] == 1  # NaN from its first step: the second half never ran
+    assert [x.lr for x in ctl.accepted if _role(x) == "tail"] == [0.5]
+    # 0.125 is measured against the loss the stage started from, although the first probe
+    # reported none, and is behind 0.5 halfway: cut too
+    assert parts[0.125] == 1 and ctl.stages[0]["pruned"] == [2]
+    assert ctl.stages[0]["lr"] == 0.5
+
+
+@pytest.mark.parametrize("split", [6, 18, 30, 45])  # in either half of a probe, in a tail
+def test_state_round_trip_mid_stage_gives_the_same_decisions(split: int) -> None:
     cfg = ExploreConfig(init_lr=0.2, lr_min=0.005, lr_max=2.0, total_steps=STEPS, seed=3)
     a = ExploreLR(cfg)
     b: ExploreLR | None = None
     made: dict[str, list[Decision]] = {"a": [], "b": []}
     nqm = NQM(seed=3)
-    split = 30  # inside the first probe of stage 0
     for step in range(400):
         if step == split:
             b = ExploreLR(cfg)
@@ -159,6 +222,8 @@ def test_waits_for_a_first_report_and_holds_without_restorable_workers() -> None
         {"init_lr": 1.0, "total_steps": 50, "stages": 4},
         {"init_lr": 1.0, "keep_init_t": -1.0},
         {"init_lr": 1.0, "keep_init_t": float("nan")},
+        {"init_lr": 1.0, "prune_t": -1.0},
+        {"init_lr": 1.0, "prune_t": float("inf")},
     ],
 )
 def test_bad_settings_are_refused(kw: dict[str, Any]) -> None:

@@ -1,12 +1,13 @@
 """How the ``explore`` controller scores one stage's candidates from the loss curve: the
-cooled-down loss, the blow-up test that cuts a probe, and the parabola that refines the
-winner's LR. Pure functions of a :class:`~tuner.controllers.curves.StepCurve` and the
-stage's candidates (``{"lr", "probe": [from, until], "tail": [from, until], ...}``)."""
+cooled-down loss, the blow-up and dominance tests that cut a probe, and the parabola that
+refines the winner's LR. Pure functions of a :class:`~tuner.controllers.curves.StepCurve`
+and the stage's candidates (``{"lr", "probe": [from, until], "tail": [from, until],
+"pruned": {"ref", "gap", "t"}, ...}``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from tuner.controllers.curves import StepCurve
@@ -19,12 +20,15 @@ loss has blown up."""
 
 
 def start_loss(curve: StepCurve, cands: Sequence[Candidate]) -> float | None:
-    """The loss at the stage's snapshot: the first step of its first probe."""
-    probe = cands[0].get("probe") if cands else None
-    if probe is None:
-        return None
-    _, values = curve.window(probe[0], probe[0] + 2)
-    return values[0] if values else None
+    """The loss at the stage's snapshot: the first reported step of the first probe that
+    has one (every probe starts from the snapshot; the first one run may have diverged)."""
+    for cand in cands:
+        probe = cand.get("probe")
+        if probe is not None:
+            _, values = curve.window(probe[0], probe[0] + 2)
+            if values:
+                return values[0]
+    return None
 
 
 def blew_up(curve: StepCurve, cands: Sequence[Candidate], j: int) -> bool:
@@ -56,8 +60,10 @@ def measured(curve: StepCurve, cands: Sequence[Candidate], j: int) -> bool:
 
 def cooled_scores(curve: StepCurve, cands: Sequence[Candidate]) -> dict[str, float]:
     """Score of every candidate whose tail ended: the mean of the last quarter of its
-    cool-down. A candidate that was probed but has no finite tail (it was cut, or its tail
-    diverged) scores a little worse than the worst."""
+    cool-down. A candidate cut for being dominated (``"pruned"``) scores its reference's
+    score plus the raw gap that cut it: a lower bound, since its cool-down would have
+    gained less than the larger reference's. Any other candidate that was probed but has no
+    finite tail (it blew up, or its tail diverged) scores a little worse than the worst."""
     out: dict[str, float] = {}
     for j, cand in enumerate(cands):
         tail = cand.get("tail")
@@ -68,6 +74,10 @@ def cooled_scores(curve: StepCurve, cands: Sequence[Candidate]) -> dict[str, flo
             out[str(j)] = value
     if not out:
         return out
+    for j, cand in enumerate(cands):
+        cut = cand.get("pruned")
+        if cut and str(cut["ref"]) in out and cands[int(cut["ref"])].get("tail") is not None:
+            out[str(j)] = out[str(cut["ref"])] + float(cut["gap"])
     worst = max(out.values())
     for j, cand in enumerate(cands):
         if str(j) not in out and cand.get("probe") is not None:
@@ -81,11 +91,32 @@ def winner(cands: Sequence[Candidate], scores: dict[str, float]) -> int | None:
     return min(scored)[1] if scored else None
 
 
-def parabola_lr(lrs: Sequence[float], scores: dict[str, float], win: int) -> float:
+def stand_ins(curve: StepCurve, cands: Sequence[Candidate]) -> set[int]:
+    """Candidates whose score is a stand-in for "unboundedly bad": probed, not cut for
+    being dominated, and with no finite cool-down (they blew up, or their tail diverged)."""
+    return {
+        j
+        for j, cand in enumerate(cands)
+        if cand.get("probe") is not None
+        and not cand.get("pruned")
+        and (cand.get("tail") is None or curve.diverged(cand["tail"][0], cand["tail"][1]))
+    }
+
+
+def parabola_lr(
+    lrs: Sequence[float], scores: dict[str, float], win: int, unbounded: Collection[int] = ()
+) -> float:
     """The winner's LR moved to the vertex of a parabola in log-LR through the winner and
     its scored neighbours, within their midpoints; the winner's own LR when it is at an
     edge or a neighbour is unscored. Two candidates that tie put the LR between them
-    rather than on a coin flip."""
+    rather than on a coin flip.
+
+    A neighbour in ``unbounded`` (it blew up) counts as infinitely bad: the limit of the
+    parabola is then the midpoint between the winner and its other neighbour, so an LR
+    next to one that blew up is hedged away from it. The edge of stability moves down as
+    training goes on (sharpness rises: Cohen et al., ICLR 2021), so an LR that is only
+    just stable in an early probe is the likeliest to be too large for the rest of the run.
+    """
     lr = lrs[win]
     order = sorted(range(len(lrs)), key=lrs.__getitem__)
     pos = order.index(win)
@@ -95,13 +126,16 @@ def parabola_lr(lrs: Sequence[float], scores: dict[str, float], win: int) -> flo
     if any(str(j) not in scores for j in trio):
         return lr
     x = [math.log(lrs[j]) for j in trio]
+    lo, hi = (x[0] + x[1]) / 2, (x[1] + x[2]) / 2
+    low_bad, high_bad = trio[0] in unbounded, trio[2] in unbounded
+    if low_bad or high_bad:
+        return lr if low_bad and high_bad else math.exp(lo if high_bad else hi)
     y = [scores[str(j)] for j in trio]
     num = (x[1] - x[0]) ** 2 * (y[1] - y[2]) - (x[1] - x[2]) ** 2 * (y[1] - y[0])
     den = (x[1] - x[0]) * (y[1] - y[2]) - (x[1] - x[2]) * (y[1] - y[0])
     if den == 0 or not math.isfinite(num / den):
         return lr
     vertex = x[1] - 0.5 * num / den
-    lo, hi = (x[0] + x[1]) / 2, (x[1] + x[2]) / 2
     return math.exp(min(max(vertex, lo), hi))
 
 
@@ -113,15 +147,38 @@ def paired_t(curve: StepCurve, cands: Sequence[Candidate], a: int, b: int) -> fl
     ta, tb = cands[a].get("tail"), cands[b].get("tail")
     if ta is None or tb is None:
         return None
-    _, va = curve.window(ta[0], ta[1])
-    _, vb = curve.window(tb[0], tb[1])
-    n = min(len(va), len(vb))
+    paired = _paired(curve, ta, tb, ta[1] - ta[0])
+    return None if paired is None else paired[0]
+
+
+def probe_gap(
+    curve: StepCurve, cands: Sequence[Candidate], a: int, b: int
+) -> tuple[float, float] | None:
+    """``(t, mean)`` of candidate ``a``'s raw probe loss minus ``b``'s over the last half of
+    ``a``'s probe so far, paired by offset from each probe's start (the same batches).
+    ``None`` when fewer than 3 offsets were reported by both."""
+    pa, pb = cands[a].get("probe"), cands[b].get("probe")
+    if pa is None or pb is None:
+        return None
+    return _paired(curve, pa, pb, pa[1] - pa[0])
+
+
+def _paired(
+    curve: StepCurve, wa: Sequence[int], wb: Sequence[int], length: int
+) -> tuple[float, float] | None:
+    """``(t, mean)`` of the paired differences over the last half of the first ``length``
+    offsets of two windows; ``t`` is ±inf for a constant non-zero difference."""
+    sa, va = curve.window(wa[0], wa[0] + length)
+    sb, vb = curve.window(wb[0], wb[0] + length)
+    other = {s - wb[0]: v for s, v in zip(sb, vb, strict=True)}
+    both = [(s - wa[0], v) for s, v in zip(sa, va, strict=True) if s - wa[0] in other]
+    n = len(both)
     if n < 3:
         return None
     k = max(3, n // 2)
-    d = [x - y for x, y in zip(va[n - k : n], vb[n - k : n], strict=True)]
+    d = [v - other[off] for off, v in both[n - k :]]
     mean = sum(d) / k
     var = sum((x - mean) ** 2 for x in d) / (k - 1)
     if var == 0:
-        return 0.0 if mean == 0 else math.copysign(math.inf, mean)
-    return mean / math.sqrt(var / k)
+        return (0.0 if mean == 0 else math.copysign(math.inf, mean)), mean
+    return mean / math.sqrt(var / k), mean

@@ -31,7 +31,7 @@ class ExploreConfig:
         shape: ``"linear"``: the last stage's commit decays linearly to ``final_lr`` at
             ``total_steps``; ``"wsd"``: stages hold their LR (decaying by the ratio of the
             last two winners, see ``min_decay``) and the last ``anneal_fraction`` decays.
-        candidates: Candidates per stage after the first (the first has five).
+        candidates: Candidates per stage after the first (the first has three).
         anneal_fraction: Final fraction of the run that decays linearly to ``final_lr``.
         final_lr: LR at the end of the run.
         tail_fraction: Cool-down length as a fraction of the probe length.
@@ -43,6 +43,10 @@ class ExploreConfig:
         keep_init_t: Stage 0 keeps ``init_lr`` over a smaller winner unless the winner's
             cool-down beats the ``init_lr`` candidate's by a paired t of at least this
             (short probes favour small LRs); 0 turns the check off.
+        prune_t: A candidate smaller than the best one scored so far stops halfway through
+            its probe, with no cool-down, when its raw loss is above that candidate's by a
+            paired t of at least this: a smaller LR gains less from a cool-down, so it
+            cannot catch up. 0 turns the cut off.
         metric: Reported metric to minimize.
         seed: Seed of the GP fits and acquisition.
     """
@@ -67,6 +71,7 @@ class ExploreConfig:
     metric: str = "loss"
     seed: int = 0
     keep_init_t: float = 2.0
+    prune_t: float = 3.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.init_lr) and self.init_lr > 0):
@@ -86,6 +91,8 @@ class ExploreConfig:
             raise ConfigError("need 0 <= tail_end_ratio <= 1, trust > 1 and final_lr >= 0")
         if not 0 <= self.keep_init_t < math.inf:
             raise ConfigError(f"keep_init_t must be a finite t >= 0, got {self.keep_init_t=}")
+        if not 0 <= self.prune_t < math.inf:
+            raise ConfigError(f"prune_t must be a finite t >= 0, got {self.prune_t=}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps=}")
         if self.shape not in ("linear", "wsd"):
@@ -133,6 +140,13 @@ class ExploreConfig:
         if self.total_steps is None:
             return max(MIN_PROBE, int(self.explore_budget * self.stage_steps / per_c[-1]))
         return max(MIN_PROBE, int(self.explore_budget * self.total_steps / sum(per_c)))
+
+    @property
+    def first_half(self) -> int:
+        """Steps of a probe before the blow-up and dominance checks; the whole probe when
+        halves would be shorter than ``MIN_PROBE``."""
+        c = self.probe_steps
+        return c // 2 if c >= 2 * MIN_PROBE else c
 
     @property
     def tail_steps(self) -> int:

@@ -9,9 +9,15 @@ shape at a fixed budget: Bergsma et al., 2025); ``shape="wsd"`` holds each stage
 decays over the last ``anneal_fraction``. Each stage:
 
 1. **Snapshot** at the stage's first step (every rank, in memory: :mod:`workers.explore`).
-2. **Probe** each candidate LR, in ascending order, for ``c`` steps from that snapshot. The
+2. **Probe** each candidate LR, in descending order, for ``c`` steps from that snapshot. The
    snapshot restores the RNG and sampler, so every candidate trains on the same batches:
-   candidates are compared on paired data, and the noise they share cancels.
+   candidates are compared on paired data, and the noise they share cancels. Halfway
+   through, a probe stops if a worker reported a divergence, or if it is *dominated*: its
+   raw loss is above that of a larger candidate already scored by a paired t of
+   ``prune_t`` (3). The cut is sound one way only: a smaller LR gains less from a
+   cool-down (its noise floor is lower already), so a smaller LR that is behind before
+   cooling stays behind after it. Going down from the largest candidate gives every later
+   one a reference.
 3. **Cool down** each surviving candidate for ``a = tail_fraction * c`` steps, decaying
    linearly to ``tail_end_ratio`` of its LR, after snapshotting its pre-tail state. The score
    is the loss at the end of the tail. Raw short-horizon losses favour small LRs (their
@@ -29,13 +35,13 @@ decays over the last ``anneal_fraction``. Each stage:
    small winner by a noise-sized margin is the likeliest wrong pick (charlm seed 11 picked
    7e-4 on a 0.007 lead and ended at 2.335; keeping 1.7e-3 ended at 2.155).
 
-Early stop: a candidate that diverged (a worker reported ``diverged``, or the end of its
-probe is half again above the stage's starting loss) gets no tail and is scored worst;
-since candidates run in ascending order, every larger candidate is skipped. A probe that
-only ends a little above the start is not cut: the start is one batch's loss, and a
-language model's loss bumps for a few steps after an LR jump that its cool-down recovers
-(charlm, seed 12: cutting them picked 4.3e-4 and ended at 2.400; without the cut it
-picked 3.6e-3 and ended at 2.138).
+Early stop: a candidate that diverged (a worker reported ``diverged``, or its probe so far
+ends half again above the stage's starting loss) gets no tail and is scored worst; a
+dominated one gets no tail and scores its reference's score plus the raw gap that cut it
+(a lower bound on its cooled score). A probe that only ends a little above the start is
+not cut: the start is one batch's loss, and a language model's loss bumps for a few steps
+after an LR jump that its cool-down recovers (charlm, seed 12: cutting them picked 4.3e-4
+and ended at 2.400; without the cut it picked 3.6e-3 and ended at 2.138).
 
 Stage 0 tries ``init_lr`` ×{¼, 1, 4}. Later stages (``stages > 1``) take candidates from
 one botorch GP over (log-LR, progress) carried across stages
@@ -54,9 +60,10 @@ second stage a quarter into the run that lowers the LR on paired evidence took t
 from 1.97x to 1.24x the optimum and made both real tasks worse. So the defaults stay as
 they are; see the benchmarks page.
 
-Budget: the steps thrown away, ``(k-1)(c+a) + a`` per stage of ``k`` candidates, add up
-to ``explore_budget`` of ``total_steps``; ``c`` follows from it. Without ``total_steps``
-the stages repeat every ``stage_steps`` and nothing decays.
+Budget: the steps thrown away, at most ``(k-1)(c+a) + a`` per stage of ``k`` candidates,
+add up to ``explore_budget`` of ``total_steps``; ``c`` follows from it. A cut candidate
+throws away ``c/2`` steps instead of ``c+a``, so a stage usually spends less. Without
+``total_steps`` the stages repeat every ``stage_steps`` and nothing decays.
 """
 
 from __future__ import annotations
@@ -113,15 +120,21 @@ class ExploreLR(StagedLRController):
         seg = dict(decision.info["segment"])
         seg["from"], seg["until"] = decision.from_step, decision.until_step
         role = seg["role"]
-        if role == "probe" and seg["cand"] == 0:
+        if role == "probe" and seg["cand"] == 0 and seg.get("part") != 2:
             self.stage, self.stage_start = seg["stage"], decision.from_step
             self.cands = [{"lr": lr, "status": "pending"} for lr in seg["cands"]]
-        if role == "probe" and seg["cand"] == len(self.cands):
+        if role == "probe" and seg["cand"] == len(self.cands) and seg.get("part") != 2:
             self.cands.append({"lr": seg["lr"], "status": "pending", "added": True})
+        if "cut" in seg:
+            cut = seg["cut"]
+            self.cands[cut["cand"]]["pruned"] = {k: cut[k] for k in ("ref", "gap", "t")}
         if role in ("probe", "tail"):
             cand = self.cands[seg["cand"]]
             cand["status"] = role
-            cand[role] = [decision.from_step, decision.until_step]
+            if seg.get("part") == 2:  # the second half of a probe: its window grows
+                cand["probe"] = [cand["probe"][0], decision.until_step]
+            else:
+                cand[role] = [decision.from_step, decision.until_step]
         self._record_scores(seg.get("scores", {}))
         if role == "commit":
             self._finish_stage(seg)
@@ -182,33 +195,40 @@ class ExploreLR(StagedLRController):
             return self._stage_start(self.stage + 1, until, plan)
         if plan.last_step < until - 1:
             return None  # the next segment depends on this one's result
-        scores = scoring.cooled_scores(self.curve, self.cands)
-        j = last["cand"]
-        if role == "probe" and not self._hopeless(j):
-            return {"role": "tail", "cand": j, "scores": scores}
-        nxt = j + 1
-        stop = scoring.blew_up(self.curve, self.cands, j)  # larger ones run after it
-        if nxt < len(self.cands) and not stop:
-            return {"role": "probe", "cand": nxt, "scores": scores}
-        extra = self._extension(scores, stop)
+        j, cut = last["cand"], None
+        if role == "probe" and last.get("part") == 1:
+            # halfway: stop only on a reported divergence or dominance; the blow-up test
+            # waits for the whole probe (an early bump after an LR jump often recovers)
+            if not self.curve.diverged(last["from"], until):
+                cut = self._dominated(j, last.get("ref"))
+                if cut is None:
+                    return {"role": "probe", "cand": j, "part": 2, "scores": self._scores()}
+        elif role == "probe" and not self._hopeless(j):
+            return {"role": "tail", "cand": j, "scores": self._scores()}
+        cands = self.cands if cut is None else _with_cut(self.cands, cut)
+        scores = scoring.cooled_scores(self.curve, cands)
+        nxt: dict[str, Any] = {"scores": scores} if cut is None else {"scores": scores, "cut": cut}
+        if j + 1 < len(self.cands):
+            return {"role": "probe", "cand": j + 1, **nxt}
+        extra = self._extension(cands, scores)
         if extra is not None:
-            return {"role": "probe", "cand": len(self.cands), "lr": extra, "scores": scores}
-        return {"role": "commit", "scores": scores}
+            return {"role": "probe", "cand": len(self.cands), "lr": extra, **nxt}
+        return {"role": "commit", **nxt}
 
-    def _extension(self, scores: dict[str, float], blew_up: bool) -> float | None:
+    def _extension(self, cands: list[dict[str, Any]], scores: dict[str, float]) -> float | None:
         """An LR beyond the edge when the best candidate is the smallest or the largest one
         tried (the optimum is not bracketed yet), at most ``MAX_EXTENSIONS`` per stage."""
-        added = sum(1 for cand in self.cands if cand.get("added"))
+        added = sum(1 for cand in cands if cand.get("added"))
         if added >= MAX_EXTENSIONS:
             return None
-        win = scoring.winner(self.cands, scores)
+        win = scoring.winner(cands, scores)
         if win is None:
             return None
         lo, hi = self.config.bounds
-        lrs = [float(cand["lr"]) for cand in self.cands]
+        lrs = [float(cand["lr"]) for cand in cands]
         if lrs[win] == min(lrs) and min(lrs) / EXTEND >= lo:
             return min(lrs) / EXTEND
-        if lrs[win] == max(lrs) and not blew_up and max(lrs) * EXTEND <= hi:
+        if lrs[win] == max(lrs) and max(lrs) * EXTEND <= hi:
             return max(lrs) * EXTEND
         return None
 
@@ -253,12 +273,44 @@ class ExploreLR(StagedLRController):
             else:
                 picks.append(win)
             raw = picks
-        return _spread(sorted(min(max(x, lo), hi) for x in raw))
+        return _spread(sorted(min(max(x, lo), hi) for x in raw))[::-1]
 
     def _progress(self, stage: int) -> float:
         return min(1.0, stage / max(1, self.config.stages))
 
     # -- scoring (tuner.controllers.candidate_scores) ------------------------------------
+
+    def _scores(self) -> dict[str, float]:
+        return scoring.cooled_scores(self.curve, self.cands)
+
+    def _reference(self, lr: float) -> int | None:
+        """The best-scored candidate above ``lr`` that cooled down: what a probe at ``lr``
+        is checked against halfway (``prune_t``)."""
+        if self.config.prune_t <= 0:
+            return None
+        scores = self._scores()
+        above = [
+            (v, int(j))
+            for j, v in scores.items()
+            if self.cands[int(j)].get("tail") is not None and self.cands[int(j)]["lr"] > lr
+        ]
+        return min(above)[1] if above else None
+
+    def _dominated(self, j: int, ref: int | None) -> dict[str, Any] | None:
+        """The cut of candidate ``j`` when its raw loss, halfway through its probe, is above
+        the larger candidate ``ref``'s at the same offsets by a paired t of ``prune_t``.
+
+        A smaller LR's cool-down gains less than a larger one's (its noise floor is lower
+        already), so a smaller LR that is behind before cooling stays behind after it; the
+        cut is one-sided for that reason, and a larger candidate always runs its probe.
+        """
+        if ref is None:
+            return None
+        gap = scoring.probe_gap(self.curve, self.cands, j, ref)
+        if gap is None or gap[1] <= 0 or gap[0] < self.config.prune_t:
+            return None
+        t = gap[0] if math.isfinite(gap[0]) else None  # the state is strict JSON
+        return {"cand": j, "ref": ref, "gap": gap[1], "t": t}
 
     def _hopeless(self, j: int) -> bool:
         """Whether candidate ``j`` gets no cool-down: it blew up or was not measured."""
@@ -311,6 +363,7 @@ class ExploreLR(StagedLRController):
                 "scores": [c.get("score") for c in self.cands],
                 "t_init": seg.get("t_init"),
                 "kept_init": bool(seg.get("kept_init")),
+                "pruned": [j for j, c in enumerate(self.cands) if c.get("pruned")],
             }
         )
         self.stages = self.stages[-64:]
@@ -340,11 +393,19 @@ class ExploreLR(StagedLRController):
                 kw["lr_end"], info["final"], seg["final"] = c.final_lr, True, True
             else:
                 until = None
+        elif role == "probe" and seg.get("part") == 2:
+            lr = self.cands[seg["cand"]]["lr"]
+            kind, until = DecisionKind.EXPLORE, start + c.probe_steps - c.first_half
         elif role == "probe":
             cands = seg["cands"] if seg["cand"] == 0 else [x["lr"] for x in self.cands]
             j = seg["cand"]
             lr = cands[j] if j < len(cands) else seg["lr"]
             kind, until = DecisionKind.EXPLORE, start + c.probe_steps
+            if c.first_half < c.probe_steps:
+                seg["part"], until = 1, start + c.first_half
+                ref = self._reference(lr)
+                if ref is not None:
+                    seg["ref"] = ref
             if seg["cand"] == 0:
                 kw["snapshot"] = True
             else:
@@ -361,7 +422,12 @@ class ExploreLR(StagedLRController):
             else:
                 kind, lr = (
                     DecisionKind.COMMIT,
-                    scoring.parabola_lr([float(x["lr"]) for x in self.cands], seg["scores"], win),
+                    scoring.parabola_lr(
+                        [float(x["lr"]) for x in self.cands],
+                        seg["scores"],
+                        win,
+                        scoring.stand_ins(self.curve, self.cands),
+                    ),
                 )
                 keep, t = self._tied_with_init(win)
                 seg["t_init"] = t if t is not None and math.isfinite(t) else None
@@ -398,6 +464,13 @@ class ExploreLR(StagedLRController):
             return 1.0
         prev = float(self.stages[-1]["lr"])
         return min(1.0, max(c.min_decay, lr / prev))
+
+
+def _with_cut(cands: list[dict[str, Any]], cut: dict[str, Any]) -> list[dict[str, Any]]:
+    """``cands`` with the cut about to be accepted applied to a copy of its candidate."""
+    out = list(cands)
+    out[cut["cand"]] = {**out[cut["cand"]], "pruned": {k: cut[k] for k in ("ref", "gap", "t")}}
+    return out
 
 
 def _spread(lrs: Sequence[float], factor: float = 1.25) -> list[float]:
