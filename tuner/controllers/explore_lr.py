@@ -415,7 +415,9 @@ class ExploreLR(StagedLRController):
             kind, until = DecisionKind.EXPLORE, start + c.tail_steps
             kw["lr_end"], kw["snapshot"] = lr * c.tail_end_ratio, True
         else:  # commit
-            win = scoring.winner(self.cands, seg["scores"])
+            # the cut this segment carries (the last probe's) is accepted after it is made
+            cands = self.cands if "cut" not in seg else _with_cut(self.cands, seg["cut"])
+            win = scoring.winner(cands, seg["scores"])
             if win is None:
                 kind, lr = DecisionKind.COMMIT, self.lr_now
                 kw["restore_from"] = self.stage_start
@@ -423,10 +425,10 @@ class ExploreLR(StagedLRController):
                 kind, lr = (
                     DecisionKind.COMMIT,
                     scoring.parabola_lr(
-                        [float(x["lr"]) for x in self.cands],
+                        [float(x["lr"]) for x in cands],
                         seg["scores"],
                         win,
-                        scoring.stand_ins(self.curve, self.cands),
+                        scoring.stand_ins(self.curve, cands),
                     ),
                 )
                 keep, t = self._tied_with_init(win)
