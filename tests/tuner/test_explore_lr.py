@@ -12,6 +12,7 @@ import pytest
 from tuner.bench.lr import NQMTrainable
 from tuner.bench.lr_run import run_controller
 from tuner.bench.nqm import NQM
+from tuner.controllers import candidate_scores as scoring
 from tuner.controllers.base import Plan
 from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
 from tuner.errors import ConfigError
@@ -300,3 +301,14 @@ def test_a_larger_winner_or_a_later_stage_needs_no_margin() -> None:
     off = ExploreLR(ExploreConfig(init_lr=0.1, total_steps=STEPS, keep_init_t=0.0))
     off.stage, off.cands, off.curve = 0, ctl.cands, ctl.curve
     assert off._tied_with_init(0) == (None, None)
+
+
+def test_a_tie_with_init_trains_halfway_between_from_inits_steps() -> None:
+    ctl = _stage0(0.1, {0.025: TIED_TAIL, 0.1: INIT_TAIL})
+    end = ctl.cands[-1]["tail"][1]
+    seg = {"role": "commit", "from": end, "scores": scoring.cooled_scores(ctl.curve, ctl.cands)}
+    assert scoring.winner(ctl.cands, seg["scores"]) == 0  # 0.025 scores lower...
+    d = ctl._decision(seg, Plan(horizon=end - 1, last_step=end - 1))
+    assert d.lr == pytest.approx(0.05)  # ...but ties with init: halfway, in log-LR
+    assert d.restore_from == ctl.cands[1]["tail"][0]  # from init's kept probe steps
+    assert seg["kept_init"] is True

@@ -40,8 +40,9 @@ class ExploreConfig:
         min_decay: A commit decays linearly by the ratio of the last two stages' LRs,
             at most down to this fraction (1 keeps commits constant).
         stage_steps: Stage length when ``total_steps`` is not known.
-        keep_init_t: Stage 0 keeps ``init_lr`` over a smaller winner unless the winner's
-            cool-down beats the ``init_lr`` candidate's by a paired t of at least this
+        keep_init_t: In stage 0 a winner smaller than ``init_lr`` whose cool-down does not
+            beat the ``init_lr`` candidate's by a paired t of at least this ties with it:
+            training goes on from ``init_lr``'s steps at the geometric midpoint of the two
             (short probes favour small LRs); 0 turns the check off.
         prune_t: A candidate smaller than the best one scored so far stops halfway through
             its probe, with no cool-down, when its raw loss is above that candidate's by a
