@@ -156,3 +156,33 @@ def test_paired_t_needs_two_tails_of_three_steps() -> None:
     curve = _curve(_flat(0, 4, 1.0))
     assert scoring.paired_t(curve, cands, 0, 1) is None
     assert scoring.paired_t(curve, cands, 0, 2) is None
+
+
+def test_the_reference_is_the_best_cooled_candidate_above_the_lr() -> None:
+    cands = [
+        {"lr": 6.4, "probe": [0, 4]},  # blew up: a stand-in score, no tail
+        {"lr": 1.6, "probe": [4, 8], "tail": [8, 10]},
+        {"lr": 0.8, "probe": [10, 14], "tail": [14, 16]},
+        {"lr": 0.4, "probe": [16, 20]},
+    ]
+    scores = {"0": 3.0, "1": 1.2, "2": 1.1}
+    assert scoring.reference(cands, scores, 0.4) == 2
+    assert scoring.reference(cands, scores, 1.0) == 1  # only larger LRs count
+    assert scoring.reference(cands, scores, 1.6) is None  # 6.4 has no cool-down
+
+
+def test_dominated_needs_a_positive_gap_of_at_least_min_t() -> None:
+    noise = [0.0, 0.3, -0.2, 0.5, -0.4, 0.1, 0.2, -0.3]
+    cands = [{"lr": 0.4, "probe": [0, 8]}, {"lr": 0.1, "probe": [8, 16]}]
+
+    def curve(gap: float) -> StepCurve:
+        values = {s: 1.0 + noise[s] for s in range(8)}
+        return _curve(
+            values | {8 + s: 1.0 + gap * (1 + 0.1 * (-1) ** s) + noise[s] for s in range(8)}
+        )
+
+    cut = scoring.dominated(curve(0.05), cands, 1, 0, min_t=3.0)
+    assert cut is not None and cut["ref"] == 0 and cut["gap"] == pytest.approx(0.05, rel=0.1)
+    assert cut["t"] is not None and cut["t"] >= 3.0
+    assert scoring.dominated(curve(0.05), cands, 1, 0, min_t=1e6) is None
+    assert scoring.dominated(curve(-0.05), cands, 1, 0, min_t=0.0) is None  # ahead: kept

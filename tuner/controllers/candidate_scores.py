@@ -163,6 +163,35 @@ def probe_gap(
     return _paired(curve, pa, pb, pa[1] - pa[0])
 
 
+def reference(cands: Sequence[Candidate], scores: dict[str, float], lr: float) -> int | None:
+    """The best-scored candidate above ``lr`` that cooled down: what a probe at ``lr`` is
+    checked against halfway; ``None`` when there is none."""
+    above = [
+        (v, int(j))
+        for j, v in scores.items()
+        if cands[int(j)].get("tail") is not None and cands[int(j)]["lr"] > lr
+    ]
+    return min(above)[1] if above else None
+
+
+def dominated(
+    curve: StepCurve, cands: Sequence[Candidate], j: int, ref: int, min_t: float
+) -> dict[str, Any] | None:
+    """``{"ref", "gap", "t"}`` when candidate ``j``'s raw probe loss so far is above the
+    larger candidate ``ref``'s at the same offsets by a paired t of at least ``min_t``;
+    else ``None``.
+
+    A smaller LR's cool-down gains less than a larger one's (its noise floor is lower
+    already), so a smaller LR that is behind before cooling stays behind after it: the cut
+    is one-sided for that reason, and ``ref`` must be the larger LR. ``t`` is ``None`` when
+    infinite (a constant gap), which strict JSON cannot hold.
+    """
+    gap = probe_gap(curve, cands, j, ref)
+    if gap is None or gap[1] <= 0 or gap[0] < min_t:
+        return None
+    return {"ref": ref, "gap": gap[1], "t": gap[0] if math.isfinite(gap[0]) else None}
+
+
 def _paired(
     curve: StepCurve, wa: Sequence[int], wb: Sequence[int], length: int
 ) -> tuple[float, float] | None:

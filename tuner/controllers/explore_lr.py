@@ -38,8 +38,8 @@ decays over the last ``anneal_fraction``. Each stage:
    good (from 4x the centre LR it kept 6.9e-3 in 5 of 10 charlm seeds, median 2.173 against
    2.151 for the midpoint).
 
-Early stop: a candidate that diverged (a worker reported ``diverged``, or its probe so far
-ends half again above the stage's starting loss) gets no tail and is scored worst; a
+Early stop: a candidate that diverged (a worker reported ``diverged``, or the end of its
+probe is half again above the stage's starting loss) gets no tail and is scored worst; a
 dominated one gets no tail and scores its reference's score plus the raw gap that cut it
 (a lower bound on its cooled score). A probe that only ends a little above the start is
 not cut: the start is one batch's loss, and a language model's loss bumps for a few steps
@@ -287,33 +287,15 @@ class ExploreLR(StagedLRController):
         return scoring.cooled_scores(self.curve, self.cands)
 
     def _reference(self, lr: float) -> int | None:
-        """The best-scored candidate above ``lr`` that cooled down: what a probe at ``lr``
-        is checked against halfway (``prune_t``)."""
         if self.config.prune_t <= 0:
             return None
-        scores = self._scores()
-        above = [
-            (v, int(j))
-            for j, v in scores.items()
-            if self.cands[int(j)].get("tail") is not None and self.cands[int(j)]["lr"] > lr
-        ]
-        return min(above)[1] if above else None
+        return scoring.reference(self.cands, self._scores(), lr)
 
     def _dominated(self, j: int, ref: int | None) -> dict[str, Any] | None:
-        """The cut of candidate ``j`` when its raw loss, halfway through its probe, is above
-        the larger candidate ``ref``'s at the same offsets by a paired t of ``prune_t``.
-
-        A smaller LR's cool-down gains less than a larger one's (its noise floor is lower
-        already), so a smaller LR that is behind before cooling stays behind after it; the
-        cut is one-sided for that reason, and a larger candidate always runs its probe.
-        """
         if ref is None:
             return None
-        gap = scoring.probe_gap(self.curve, self.cands, j, ref)
-        if gap is None or gap[1] <= 0 or gap[0] < self.config.prune_t:
-            return None
-        t = gap[0] if math.isfinite(gap[0]) else None  # the state is strict JSON
-        return {"cand": j, "ref": ref, "gap": gap[1], "t": t}
+        cut = scoring.dominated(self.curve, self.cands, j, ref, self.config.prune_t)
+        return None if cut is None else {"cand": j, **cut}
 
     def _hopeless(self, j: int) -> bool:
         """Whether candidate ``j`` gets no cool-down: it blew up or was not measured."""
