@@ -222,8 +222,8 @@ def test_waits_for_a_first_report_and_holds_without_restorable_workers() -> None
         {"init_lr": 1.0, "explore_budget": 1.5},
         {"init_lr": 1.0, "shape": "cosine"},
         {"init_lr": 1.0, "total_steps": 50, "stages": 4},
-        {"init_lr": 1.0, "keep_init_t": -1.0},
-        {"init_lr": 1.0, "keep_init_t": float("nan")},
+        {"init_lr": 1.0, "tie_t": -1.0},
+        {"init_lr": 1.0, "tie_t": float("nan")},
         {"init_lr": 1.0, "prune_t": -1.0},
         {"init_lr": 1.0, "prune_t": float("inf")},
     ],
@@ -281,34 +281,48 @@ SWING = [0.01, -0.02, 0.03, -0.04, 0.03, -0.04, 0.025, -0.035]
 TIED_TAIL = [v + d for v, d in zip(INIT_TAIL, SWING, strict=True)]
 
 
+WORSE_TAIL = [v + 0.3 for v in INIT_TAIL]
+CLEAR_TAIL = [v - 0.05 for v in INIT_TAIL]  # 0.05 lower at every step: a clear win
+
+
 def test_a_smaller_lr_must_beat_init_by_more_than_noise_to_replace_it() -> None:
-    ctl = _stage0(0.1, {0.025: TIED_TAIL, 0.1: INIT_TAIL})
-    keep, t = ctl._tied_with_init(0)
-    assert keep == 1 and t is not None and abs(t) < 2
-    # 0.05 lower at every step: a clear win, the smaller LR replaces init
-    clear = [v - 0.05 for v in INIT_TAIL]
-    ctl = _stage0(0.1, {0.025: clear, 0.1: INIT_TAIL})
-    keep, t = ctl._tied_with_init(0)
-    assert keep is None and t is not None and t < -2
+    # 0.025 wins between 0.006 and init: only the init test applies
+    ctl = _stage0(0.1, {0.006: WORSE_TAIL, 0.025: TIED_TAIL, 0.1: INIT_TAIL})
+    other, t = ctl._tie(ctl.cands, 1)
+    assert other == 2 and t is not None and abs(t) < 2
+    ctl = _stage0(0.1, {0.006: WORSE_TAIL, 0.025: CLEAR_TAIL, 0.1: INIT_TAIL})
+    other, t = ctl._tie(ctl.cands, 1)
+    assert other is None and t is not None and t < -2
 
 
-def test_a_larger_winner_or_a_later_stage_needs_no_margin() -> None:
-    ctl = _stage0(0.1, {0.1: INIT_TAIL, 0.4: TIED_TAIL})
-    assert ctl._tied_with_init(1) == (None, None)  # larger than init: the bias is against it
-    ctl = _stage0(0.1, {0.025: TIED_TAIL, 0.1: INIT_TAIL})
+def test_a_larger_winner_a_later_stage_or_tie_t_0_needs_no_margin() -> None:
+    ctl = _stage0(0.1, {0.1: INIT_TAIL, 0.4: TIED_TAIL, 1.6: WORSE_TAIL})
+    assert ctl._tie(ctl.cands, 1) == (None, None)  # larger than init: the bias is against it
+    ctl = _stage0(0.1, {0.006: WORSE_TAIL, 0.025: TIED_TAIL, 0.1: INIT_TAIL})
     ctl.stage = 1
-    assert ctl._tied_with_init(0) == (None, None)
-    off = ExploreLR(ExploreConfig(init_lr=0.1, total_steps=STEPS, keep_init_t=0.0))
+    assert ctl._tie(ctl.cands, 1) == (None, None)
+    off = ExploreLR(ExploreConfig(init_lr=0.1, total_steps=STEPS, tie_t=0.0))
     off.stage, off.cands, off.curve = 0, ctl.cands, ctl.curve
-    assert off._tied_with_init(0) == (None, None)
+    assert off._tie(off.cands, 1) == (None, None)
+
+
+def test_an_edge_winner_tied_with_its_neighbour_needs_no_probe_beyond_the_edge() -> None:
+    tied = _stage0(0.1, {0.1: INIT_TAIL, 0.4: TIED_TAIL})
+    scores = scoring.cooled_scores(tied.curve, tied.cands)
+    assert scoring.winner(tied.cands, scores) == 1 and tied._tie(tied.cands, 1)[0] == 0
+    assert tied._extension(tied.cands, scores) is None
+    clear = _stage0(0.1, {0.1: INIT_TAIL, 0.4: CLEAR_TAIL})
+    scores = scoring.cooled_scores(clear.curve, clear.cands)
+    assert clear._tie(clear.cands, 1)[0] is None
+    assert clear._extension(clear.cands, scores) == pytest.approx(1.6)
 
 
 def test_a_tie_with_init_trains_halfway_between_from_inits_steps() -> None:
-    ctl = _stage0(0.1, {0.025: TIED_TAIL, 0.1: INIT_TAIL})
+    ctl = _stage0(0.1, {0.006: WORSE_TAIL, 0.025: TIED_TAIL, 0.1: INIT_TAIL})
     end = ctl.cands[-1]["tail"][1]
     seg = {"role": "commit", "from": end, "scores": scoring.cooled_scores(ctl.curve, ctl.cands)}
-    assert scoring.winner(ctl.cands, seg["scores"]) == 0  # 0.025 scores lower...
+    assert scoring.winner(ctl.cands, seg["scores"]) == 1  # 0.025 scores lower...
     d = ctl._decision(seg, Plan(horizon=end - 1, last_step=end - 1))
     assert d.lr == pytest.approx(0.05)  # ...but ties with init: halfway, in log-LR
-    assert d.restore_from == ctl.cands[1]["tail"][0]  # from init's kept probe steps
-    assert seg["kept_init"] is True
+    assert d.restore_from == ctl.cands[2]["tail"][0]  # from init's kept probe steps
+    assert seg["tie_lr"] == 0.1

@@ -40,10 +40,12 @@ class ExploreConfig:
         min_decay: A commit decays linearly by the ratio of the last two stages' LRs,
             at most down to this fraction (1 keeps commits constant).
         stage_steps: Stage length when ``total_steps`` is not known.
-        keep_init_t: In stage 0 a winner smaller than ``init_lr`` whose cool-down does not
-            beat the ``init_lr`` candidate's by a paired t of at least this ties with it:
-            training goes on from ``init_lr``'s steps at the geometric midpoint of the two
-            (short probes favour small LRs); 0 turns the check off.
+        tie_t: Two candidates whose cool-downs differ by a paired t below this tie, and
+            training goes on halfway between them (in log-LR), from the larger one's
+            steps. Tested: in stage 0 a winner smaller than ``init_lr`` against
+            ``init_lr`` (short probes favour small LRs), and a winner at the edge of the
+            LRs tried against its nearest neighbour (then no LR beyond the edge is
+            probed). 0 turns ties off.
         prune_t: A candidate smaller than the best one scored so far stops halfway through
             its probe, with no cool-down, when its raw loss is above that candidate's by a
             paired t of at least this: a smaller LR gains less from a cool-down, so it
@@ -71,7 +73,7 @@ class ExploreConfig:
     min_decay: float = 0.25
     metric: str = "loss"
     seed: int = 0
-    keep_init_t: float = 2.0
+    tie_t: float = 2.0
     prune_t: float = 3.0
 
     def __post_init__(self) -> None:
@@ -90,8 +92,8 @@ class ExploreConfig:
             raise ConfigError("anneal_fraction must be in [0, 1) and tail_fraction in (0, 2]")
         if not 0 <= self.tail_end_ratio <= 1 or self.trust <= 1 or self.final_lr < 0:
             raise ConfigError("need 0 <= tail_end_ratio <= 1, trust > 1 and final_lr >= 0")
-        if not 0 <= self.keep_init_t < math.inf:
-            raise ConfigError(f"keep_init_t must be a finite t >= 0, got {self.keep_init_t=}")
+        if not 0 <= self.tie_t < math.inf:
+            raise ConfigError(f"tie_t must be a finite t >= 0, got {self.tie_t=}")
         if not 0 <= self.prune_t < math.inf:
             raise ConfigError(f"prune_t must be a finite t >= 0, got {self.prune_t=}")
         if self.warmup_steps < 0:

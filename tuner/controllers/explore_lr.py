@@ -25,18 +25,21 @@ decays over the last ``anneal_fraction``. Each stage:
    an LR made, which the final decay cashes in (the split the LR-annealing scaling law of
    Tissue et al., 2024, makes between its two terms).
 4. **Bracket**: when the best candidate is the smallest or the largest tried, one more is
-   probed ×/÷4 beyond it (twice at most), so the optimum is bracketed.
+   probed ×/÷4 beyond it (twice at most), so the optimum is bracketed, unless the best
+   ties with its nearest neighbour (below).
 5. **Commit**: the LR is the vertex of a parabola in log-LR through the best candidate and
-   its neighbours (within their midpoints). Training restores the best candidate's
-   pre-tail snapshot, so its ``c`` probe steps are kept, and goes on at that LR. In stage
-   0 a winner smaller than ``init_lr`` must beat the ``init_lr`` candidate by a paired t
-   of ``keep_init_t`` (2) over the end of their cool-downs, which ran on the same batches;
-   otherwise the two tie, and training goes on from ``init_lr``'s kept steps at the
-   geometric midpoint of the two LRs. Short probes favour small LRs, so a small winner by
-   a noise-sized margin is the likeliest wrong pick (charlm seed 11 picked 4.3e-4 on a
-   0.007 lead and ended at 2.32); but keeping ``init_lr`` outright only pays when it is
-   good (from 4x the centre LR it kept 6.9e-3 in 5 of 10 charlm seeds, median 2.173 against
-   2.151 for the midpoint).
+   its neighbours (within their midpoints; a neighbour that blew up counts as infinitely
+   bad, which puts the LR halfway to the other one). Training restores the best
+   candidate's pre-tail snapshot, so its ``c`` probe steps are kept, and goes on at that
+   LR. **Ties**: when the end of two candidates' cool-downs, which ran on the same
+   batches, differ by a paired t below ``tie_t`` (2), training goes on halfway between
+   them in log-LR, from the larger one's steps. Two pairs are tested: in stage 0 a winner
+   smaller than ``init_lr`` against ``init_lr`` (short probes favour small LRs, so a small
+   winner by a noise-sized margin is the likeliest wrong pick: charlm seed 11 picked
+   4.3e-4 on a 0.007 lead and ended at 2.32), and a winner at the edge against its
+   nearest neighbour. Keeping ``init_lr`` outright instead only paid when it was good:
+   from 4x the centre LR it kept 6.9e-3 in 5 of 10 charlm seeds (median 2.173, against
+   2.147 for the ties as they are).
 
 Early stop: a candidate that diverged (a worker reported ``diverged``, or the end of its
 probe is half again above the stage's starting loss) gets no tail and is scored worst; a
@@ -229,6 +232,8 @@ class ExploreLR(StagedLRController):
             return None
         lo, hi = self.config.bounds
         lrs = [float(cand["lr"]) for cand in cands]
+        if self._tie(cands, win)[0] is not None:
+            return None  # tied with its neighbour: the optimum is between them
         if lrs[win] == min(lrs) and min(lrs) / EXTEND >= lo:
             return min(lrs) / EXTEND
         if lrs[win] == max(lrs) and max(lrs) * EXTEND <= hi:
@@ -303,27 +308,33 @@ class ExploreLR(StagedLRController):
             self.curve, self.cands, j
         )
 
-    def _tied_with_init(self, win: int) -> tuple[int | None, float | None]:
-        """Stage 0's ``init_lr`` candidate when the winner is smaller and does not beat it
-        clearly (paired |t| below ``keep_init_t``), and that t.
+    def _tie(self, cands: list[dict[str, Any]], win: int) -> tuple[int | None, float | None]:
+        """The candidate the winner ties with (their cool-downs' paired |t| is below
+        ``tie_t``), or None, and the last t computed. Two pairs are tested, in order:
 
-        Short probes are biased towards small LRs (Wu et al., ICLR 2018), so a smaller LR
-        has to win by more than noise to replace the user's; a tie goes halfway. A larger
-        winner needs no such margin: the bias works against it already.
+        - in stage 0, a winner smaller than ``init_lr`` against the ``init_lr`` candidate.
+          Short probes are biased towards small LRs (Wu et al., ICLR 2018), so a smaller LR
+          has to win by more than noise to replace the user's; a larger winner needs no
+          such margin, the bias works against it already;
+        - a winner at the edge of the LRs tried against its nearest neighbour that cooled
+          down: the optimum is between them, and no probe beyond the edge is needed.
         """
         c = self.config
-        if self.stage != 0 or c.keep_init_t <= 0 or self.cands[win]["lr"] >= c.init_lr:
+        if c.tie_t <= 0:
             return None, None
-        init = [
-            j
-            for j, cand in enumerate(self.cands)
-            if math.isclose(cand["lr"], c.init_lr, rel_tol=1e-9) and cand.get("tail")
-        ]
-        if not init or init[0] == win:
-            return None, None
-        t = scoring.paired_t(self.curve, self.cands, win, init[0])
-        tied = t is not None and abs(t) < c.keep_init_t
-        return (init[0] if tied else None), t
+        lrs = [float(cand["lr"]) for cand in cands]
+        cooled = [j for j, cand in enumerate(cands) if cand.get("tail") is not None and j != win]
+        pairs = []
+        if self.stage == 0 and lrs[win] < c.init_lr:
+            pairs += [j for j in cooled if math.isclose(lrs[j], c.init_lr, rel_tol=1e-9)][:1]
+        if cooled and lrs[win] in (min(lrs), max(lrs)):
+            pairs.append(min(cooled, key=lambda j: abs(math.log(lrs[j] / lrs[win]))))
+        t = None
+        for other in pairs:
+            t = scoring.paired_t(self.curve, cands, win, other)
+            if t is not None and abs(t) < c.tie_t:
+                return other, t
+        return None, t
 
     def _record_scores(self, scores: dict[str, float]) -> None:
         for key, value in scores.items():
@@ -346,8 +357,8 @@ class ExploreLR(StagedLRController):
                 "lr_end": seg.get("lr_end"),
                 "candidates": [c["lr"] for c in self.cands],
                 "scores": [c.get("score") for c in self.cands],
-                "t_init": seg.get("t_init"),
-                "kept_init": bool(seg.get("kept_init")),
+                "tie_t": seg.get("tie_t"),
+                "tie_lr": seg.get("tie_lr"),
                 "pruned": [j for j, c in enumerate(self.cands) if c.get("pruned")],
             }
         )
@@ -416,12 +427,12 @@ class ExploreLR(StagedLRController):
                         scoring.stand_ins(self.curve, cands),
                     ),
                 )
-                keep, t = self._tied_with_init(win)
-                seg["t_init"] = t if t is not None and math.isfinite(t) else None
-                if keep is not None:  # a tie: halfway (in log) between, from init's steps
-                    lr = math.sqrt(float(self.cands[keep]["lr"]) * float(self.cands[win]["lr"]))
-                    win = keep
-                    seg["kept_init"] = True
+                other, t = self._tie(cands, win)
+                seg["tie_t"] = t if t is not None and math.isfinite(t) else None
+                if other is not None:  # halfway (in log), from the larger one's steps
+                    lrs = (float(cands[win]["lr"]), float(cands[other]["lr"]))
+                    lr = math.sqrt(lrs[0] * lrs[1])
+                    win, seg["tie_lr"] = (win if lrs[0] > lrs[1] else other), lrs[1]
                 kw["restore_from"] = self.cands[win]["tail"][0]
             seg["lr"] = lr
             nominal = c.first_stage + (self.stage + 1) * c.stage_span
