@@ -192,6 +192,49 @@ def dominated(
     return {"ref": ref, "gap": gap[1], "t": gap[0] if math.isfinite(gap[0]) else None}
 
 
+def with_cut(cands: Sequence[Candidate], cut: dict[str, Any]) -> list[Candidate]:
+    """``cands`` with a cut (``{"cand", "ref", "gap", "t"}``) applied to a copy of its
+    candidate: what a decision made before the cut is accepted must see."""
+    out = list(cands)
+    out[cut["cand"]] = {**out[cut["cand"]], "pruned": {k: cut[k] for k in ("ref", "gap", "t")}}
+    return out
+
+
+def tie(
+    curve: StepCurve,
+    cands: Sequence[Candidate],
+    win: int,
+    max_t: float,
+    init_lr: float | None = None,
+) -> tuple[int | None, float | None]:
+    """The candidate the winner ``win`` ties with (their cool-downs' paired |t| is below
+    ``max_t``; ``max_t`` 0 turns ties off), or None, and the last t computed. Two pairs are
+    tested, in order:
+
+    - with ``init_lr`` given, a winner smaller than it against the ``init_lr`` candidate.
+      Short probes are biased towards small LRs (Wu et al., ICLR 2018), so a smaller LR has
+      to win by more than noise to replace the user's; a larger winner needs no such
+      margin, the bias works against it already;
+    - a winner at the edge of the LRs tried against its nearest neighbour that cooled
+      down: the optimum is between them, and no probe beyond the edge is needed.
+    """
+    if max_t <= 0:
+        return None, None
+    lrs = [float(cand["lr"]) for cand in cands]
+    cooled = [j for j, cand in enumerate(cands) if cand.get("tail") is not None and j != win]
+    pairs: list[int] = []
+    if init_lr is not None and lrs[win] < init_lr:
+        pairs += [j for j in cooled if math.isclose(lrs[j], init_lr, rel_tol=1e-9)][:1]
+    if cooled and lrs[win] in (min(lrs), max(lrs)):
+        pairs.append(min(cooled, key=lambda j: abs(math.log(lrs[j] / lrs[win]))))
+    t = None
+    for other in pairs:
+        t = paired_t(curve, cands, win, other)
+        if t is not None and abs(t) < max_t:
+            return other, t
+    return None, t
+
+
 def _paired(
     curve: StepCurve, wa: Sequence[int], wb: Sequence[int], length: int
 ) -> tuple[float, float] | None:

@@ -215,7 +215,7 @@ class ExploreLR(StagedLRController):
                     return {"role": "probe", "cand": j, "part": 2, "scores": self._scores()}
         elif role == "probe" and not self._hopeless(j):
             return {"role": "tail", "cand": j, "scores": self._scores()}
-        cands = self.cands if cut is None else _with_cut(self.cands, cut)
+        cands = self.cands if cut is None else scoring.with_cut(self.cands, cut)
         scores = scoring.cooled_scores(self.curve, cands)
         nxt: dict[str, Any] = {"scores": scores} if cut is None else {"scores": scores, "cut": cut}
         if j + 1 < len(self.cands):
@@ -313,32 +313,10 @@ class ExploreLR(StagedLRController):
         )
 
     def _tie(self, cands: list[dict[str, Any]], win: int) -> tuple[int | None, float | None]:
-        """The candidate the winner ties with (their cool-downs' paired |t| is below
-        ``tie_t``), or None, and the last t computed. Two pairs are tested, in order:
-
-        - in stage 0, a winner smaller than ``init_lr`` against the ``init_lr`` candidate.
-          Short probes are biased towards small LRs (Wu et al., ICLR 2018), so a smaller LR
-          has to win by more than noise to replace the user's; a larger winner needs no
-          such margin, the bias works against it already;
-        - a winner at the edge of the LRs tried against its nearest neighbour that cooled
-          down: the optimum is between them, and no probe beyond the edge is needed.
-        """
+        """:func:`~tuner.controllers.candidate_scores.tie`, with ``init_lr`` in stage 0."""
         c = self.config
-        if c.tie_t <= 0:
-            return None, None
-        lrs = [float(cand["lr"]) for cand in cands]
-        cooled = [j for j, cand in enumerate(cands) if cand.get("tail") is not None and j != win]
-        pairs = []
-        if self.stage == 0 and lrs[win] < c.init_lr:
-            pairs += [j for j in cooled if math.isclose(lrs[j], c.init_lr, rel_tol=1e-9)][:1]
-        if cooled and lrs[win] in (min(lrs), max(lrs)):
-            pairs.append(min(cooled, key=lambda j: abs(math.log(lrs[j] / lrs[win]))))
-        t = None
-        for other in pairs:
-            t = scoring.paired_t(self.curve, cands, win, other)
-            if t is not None and abs(t) < c.tie_t:
-                return other, t
-        return None, t
+        init = c.init_lr if self.stage == 0 else None
+        return scoring.tie(self.curve, cands, win, c.tie_t, init)
 
     def _record_scores(self, scores: dict[str, float]) -> None:
         for key, value in scores.items():
@@ -416,7 +394,7 @@ class ExploreLR(StagedLRController):
             kw["lr_end"], kw["snapshot"] = lr * c.tail_end_ratio, True
         else:  # commit
             # the cut this segment carries (the last probe's) is accepted after it is made
-            cands = self.cands if "cut" not in seg else _with_cut(self.cands, seg["cut"])
+            cands = self.cands if "cut" not in seg else scoring.with_cut(self.cands, seg["cut"])
             win = scoring.winner(cands, seg["scores"])
             if win is None:
                 kind, lr = DecisionKind.COMMIT, self.lr_now
@@ -467,13 +445,6 @@ class ExploreLR(StagedLRController):
             return 1.0
         prev = float(self.stages[-1]["lr"])
         return min(1.0, max(c.min_decay, lr / prev))
-
-
-def _with_cut(cands: list[dict[str, Any]], cut: dict[str, Any]) -> list[dict[str, Any]]:
-    """``cands`` with the cut about to be accepted applied to a copy of its candidate."""
-    out = list(cands)
-    out[cut["cand"]] = {**out[cut["cand"]], "pruned": {k: cut[k] for k in ("ref", "gap", "t")}}
-    return out
 
 
 def _spread(lrs: Sequence[float], factor: float = 1.25) -> list[float]:
