@@ -67,6 +67,35 @@ def test_stand_ins_are_probes_with_no_finite_tail_that_were_not_pruned() -> None
     assert scoring.stand_ins(curve, cands) == {2, 3}
 
 
+def test_a_candidate_that_made_no_progress_where_another_did_counts_as_blown_up() -> None:
+    # From a start of 2.0 (chance-level early in training), 0.12 and 0.03 make progress;
+    # 0.48 thrashes at 2.3, short of the blow-up test's 3.0, and ends above the start.
+    cands = [
+        {"lr": 0.12, "probe": [0, 4], "tail": [4, 8]},
+        {"lr": 0.03, "probe": [8, 12], "tail": [12, 16]},
+        {"lr": 0.48, "probe": [16, 20], "tail": [20, 24]},
+    ]
+    values = {**_flat(0, 8, 1.0), **_flat(8, 16, 1.4), **_flat(16, 24, 2.3)}
+    values.update({0: 2.0, 8: 2.0, 16: 2.0})  # every probe starts from the snapshot's loss
+    curve = _curve(values)
+    assert not scoring.blew_up(curve, cands, 2)
+    assert scoring.stalled(curve, cands) == {2}
+    assert scoring.stand_ins(curve, cands) == {2}
+    scores = scoring.cooled_scores(curve, cands)
+    lr = scoring.parabola_lr([0.12, 0.03, 0.48], scores, 0, scoring.stand_ins(curve, cands))
+    assert lr == pytest.approx(0.06)  # halfway to the neighbour that made progress
+
+
+def test_nothing_stalls_when_no_candidate_got_below_the_start() -> None:
+    cands = [
+        {"lr": 0.12, "probe": [0, 4], "tail": [4, 8]},
+        {"lr": 0.03, "probe": [8, 12], "tail": [12, 16]},
+    ]
+    values = {**_flat(0, 8, 2.2), **_flat(8, 16, 2.1), 0: 2.0, 8: 2.0}
+    assert scoring.stalled(_curve(values), cands) == set()
+    assert scoring.stalled(_curve({}), cands) == set()  # nothing reported: no start loss
+
+
 def test_a_pruned_candidate_scores_its_reference_plus_the_gap_and_a_blow_up_is_last() -> None:
     cands = [
         {"lr": 1.6, "probe": [0, 8], "tail": [8, 12]},

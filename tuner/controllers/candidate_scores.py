@@ -92,15 +92,36 @@ def winner(cands: Sequence[Candidate], scores: dict[str, float]) -> int | None:
 
 
 def stand_ins(curve: StepCurve, cands: Sequence[Candidate]) -> set[int]:
-    """Candidates whose score is a stand-in for "unboundedly bad": probed, not cut for
-    being dominated, and with no finite cool-down (they blew up, or their tail diverged)."""
+    """Candidates that count as unboundedly bad: probed, not cut for being dominated, and
+    with no finite cool-down (they blew up, or their tail diverged), or :func:`stalled`."""
     return {
         j
         for j, cand in enumerate(cands)
         if cand.get("probe") is not None
         and not cand.get("pruned")
         and (cand.get("tail") is None or curve.diverged(cand["tail"][0], cand["tail"][1]))
+    } | stalled(curve, cands)
+
+
+def stalled(curve: StepCurve, cands: Sequence[Candidate]) -> set[int]:
+    """Candidates that cooled down and still ended no lower than the stage's start loss,
+    while another candidate ended below it: over a whole probe and cool-down they made no
+    progress where a neighbour did. Early in training the start loss is near chance, so an
+    LR past the edge of stability can thrash around it without ever reaching the blow-up
+    test's "half again above the start" (a CNN on digits at 0.48: 2.35 from a start of
+    about 2); it is as unusable as one that diverged."""
+    start = start_loss(curve, cands)
+    if start is None:
+        return set()
+    ends = {
+        j: curve.tail_mean(cand["tail"][0], cand["tail"][1], 1 / 4)
+        for j, cand in enumerate(cands)
+        if cand.get("tail") is not None and not cand.get("pruned")
     }
+    done = {j: v for j, v in ends.items() if v is not None and math.isfinite(v)}
+    if not any(v < start for v in done.values()):
+        return set()
+    return {j for j, v in done.items() if v >= start}
 
 
 def parabola_lr(

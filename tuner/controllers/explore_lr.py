@@ -28,7 +28,8 @@ decays over the last ``anneal_fraction``. Each stage:
    probed ×/÷4 beyond it (twice at most), so the optimum is bracketed, unless the best
    ties with its nearest neighbour (below).
 5. **Commit**: the LR is the vertex of a parabola in log-LR through the best candidate and
-   its neighbours (within their midpoints; a neighbour that blew up counts as infinitely
+   its neighbours (within their midpoints; a neighbour that blew up, or that cooled down
+   no lower than the stage's start loss while another got below it, counts as infinitely
    bad, which puts the LR halfway to the other one). Training restores the best
    candidate's pre-tail snapshot, so its ``c`` probe steps are kept, and goes on at that
    LR. **Ties**: when the end of two candidates' cool-downs, which ran on the same
