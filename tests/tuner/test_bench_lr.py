@@ -116,3 +116,41 @@ def test_unknown_task_or_method_is_refused() -> None:
         run_bench(BenchConfig(task="mnist"))
     with pytest.raises(ConfigError, match="unknown methods"):
         run_bench(BenchConfig(task="nqm", steps=100, methods=("pbt",)))
+
+
+def test_held_out_tasks_are_registered_apart_from_the_main_ones() -> None:
+    from tuner.bench.lr import HELD_OUT_TASKS, MAIN_TASKS
+    from tuner.bench.lr_cli import HELD_OUT_HELP, MAIN_HELP
+
+    assert MAIN_TASKS == ("nqm", "charlm", "digits") == tuple(MAIN_HELP)
+    assert set(HELD_OUT_TASKS) == set(HELD_OUT_HELP) == {"digits-cnn", "digits-adamw", "charlm-sgd"}
+
+
+def test_held_out_group_writes_its_own_page(tmp_path: Path) -> None:
+    (tmp_path / "benchmarks.md").write_text("# main\n")
+    (tmp_path / "benchmarks-peers.md").write_text("# peers\n")
+    rc = main(
+        [
+            "bench",
+            "held-out",
+            "--steps",
+            "100",
+            "--seeds",
+            "0",
+            "--methods",
+            "tautune,cosine-grid-best",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 0
+    page = (tmp_path / "benchmarks-held-out.md").read_text()
+    assert page.startswith("# Learning-rate schedule held-out tasks")
+    assert "not tuned on" in page and "(benchmarks.md)" in page
+    assert "tautune bench held-out --out" in page
+    assert "(benchmarks-peers.md)" in page and "(benchmarks-held-out.md)" not in page
+    for task in ("digits-cnn", "digits-adamw", "charlm-sgd"):
+        doc = json.loads((tmp_path / f"bench-{task}.json").read_text())
+        assert doc["task"] == task and len(doc["results"]) == 2
+        assert f"bench-{task}.png" in page
+    assert (tmp_path / "benchmarks.md").read_text() == "# main\n"  # the main page is not touched

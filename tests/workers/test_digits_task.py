@@ -111,11 +111,34 @@ def test_same_seed_same_model(task: DigitsTask) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"hidden": 0}, {"depth": 0}, {"batch_size": 0}, {"val_fraction": 1.0}, {"max_shift": 8}],
+    [
+        {"arch": "rnn"},
+        {"hidden": 0},
+        {"depth": 0},
+        {"batch_size": 0},
+        {"val_fraction": 1.0},
+        {"max_shift": 8},
+    ],
 )
 def test_bad_config_is_a_config_error(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="DigitsConfig"):
         DigitsConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_cnn_maps_flat_pixels_to_logits_and_learns(task: DigitsTask) -> None:
+    cnn_task = DigitsTask(DigitsConfig(arch="cnn", hidden=32))
+    model = cnn_task.model(0)
+    x, _ = cnn_task.batch(torch.Generator().manual_seed(0))
+    assert model(x).shape == (x.shape[0], 10)
+    before = cnn_task.evaluate(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        loss = cnn_task.loss(model, *cnn_task.batch(gen))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert cnn_task.evaluate(model) < 0.5 * before
 
 
 def test_evaluate_rejects_zero_batches(task: DigitsTask) -> None:

@@ -12,6 +12,11 @@ LR_TASKS = ("nqm", "charlm", "digits")
 LR_COMMAND = "tautune bench lr --out docs --jobs 2"
 OTHER_PAGES = (
     (
+        "benchmarks-held-out.md",
+        "Held-out LR tasks: the controller on training it was not tuned on",
+        "tautune bench held-out --out docs --jobs 2",
+    ),
+    (
         "benchmarks-peers.md",
         "Peers: PBT, PB2, schedule-free and Prodigy beside tautune",
         "tautune bench peers --json docs/bench-peers.json --jobs 2 --docs docs/benchmarks-peers.md",
@@ -30,12 +35,13 @@ OTHER_PAGES = (
 )
 
 
-def other_pages_section(folder: Path) -> list[str]:
-    """Markdown lines linking the other benchmark pages that exist in ``folder``."""
+def other_pages_section(folder: Path, but: str = "") -> list[str]:
+    """Markdown lines linking the other benchmark pages that exist in ``folder``, except
+    the page named ``but`` (the one being written)."""
     lines = ["## Other benchmark pages", ""]
     found = False
     for name, title, command in OTHER_PAGES:
-        if (folder / name).exists():
+        if name != but and (folder / name).exists():
             how = f", written by `{command}`" if command else " (its commands are on the page)"
             lines.append(f"- [{title}]({name}){how}.")
             found = True

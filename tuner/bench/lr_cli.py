@@ -1,6 +1,8 @@
-"""Command line of the LR benchmarks: ``tautune bench nqm|charlm|digits|lr``.
+"""Command line of the LR benchmarks: ``tautune bench TASK|lr|held-out``.
 
-``tautune bench lr --out docs`` runs all three tasks and regenerates docs/benchmarks.md.
+``tautune bench lr --out docs`` runs the three main tasks and regenerates
+docs/benchmarks.md; ``tautune bench held-out --out docs`` runs the three held-out ones
+(tasks the controller was not tuned on) and writes docs/benchmarks-held-out.md.
 """
 
 from __future__ import annotations
@@ -14,10 +16,24 @@ from tuner.bench.cli_common import comma_ints
 
 # Light at import: ``tautune --help`` builds this parser without importing torch.
 
-TASK_HELP = {
+MAIN_HELP = {
     "nqm": "a noisy quadratic model with exact expected loss and an optimal schedule",
     "charlm": "a byte-level LM on the standard library's source (AdamW)",
     "digits": "an MLP on scikit-learn's bundled digits (SGD + Nesterov)",
+}
+HELD_OUT_HELP = {
+    "digits-cnn": "a small CNN on the digits (SGD + Nesterov; held out)",
+    "digits-adamw": "the digits MLP under AdamW (held out)",
+    "charlm-sgd": "the byte-level LM under SGD + Nesterov (held out)",
+}
+TASK_HELP = {**MAIN_HELP, **HELD_OUT_HELP}
+GROUPS = {
+    "lr": (MAIN_HELP, "benchmarks.md", "the three main LR tasks, then the docs page"),
+    "held-out": (
+        HELD_OUT_HELP,
+        "benchmarks-held-out.md",
+        "the three held-out LR tasks (not tuned on), then their docs page",
+    ),
 }
 
 
@@ -62,25 +78,30 @@ def _one(task: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    tasks = list(TASK_HELP) if args.bench_task == "lr" else [args.bench_task]
+    group = GROUPS.get(args.bench_task)
+    tasks = list(group[0]) if group else [args.bench_task]
     docs = [_one(task, args) for task in tasks]
     if args.out:
         from tuner.bench.lr_docs import write_docs
 
         out = Path(args.out)
         command = None
-        if args.bench_task == "lr":
-            command = f"tautune bench lr --out {args.out} --jobs {args.jobs}"
+        page = "benchmarks.md"
+        if group:
+            page = group[1]
+            command = f"tautune bench {args.bench_task} --out {args.out} --jobs {args.jobs}"
             if args.quick:
                 command += " --quick"
-        written = write_docs(docs, out / "benchmarks.md", out, regenerate=command)
+        held_out = all(task in HELD_OUT_HELP for task in tasks)
+        written = write_docs(docs, out / page, out, regenerate=command, held_out=held_out)
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
 def add_parser(subparsers: Any) -> None:
-    """Register ``nqm``, ``charlm``, ``digits`` and ``lr`` under ``tautune bench``."""
-    for task, text in [*TASK_HELP.items(), ("lr", "all three LR tasks, then the docs page")]:
+    """Register each LR task, ``lr`` and ``held-out`` under ``tautune bench``."""
+    groups = [(name, text) for name, (_, _, text) in GROUPS.items()]
+    for task, text in [*TASK_HELP.items(), *groups]:
         p = subparsers.add_parser(
             task,
             help=f"LR schedule methods on {text}",

@@ -34,8 +34,10 @@ stroke shifted onto one would otherwise become an input hundreds of deviations l
 
 @dataclass(frozen=True)
 class DigitsConfig:
-    """Shapes of the task: MLP width and depth, batch, split and augmentation."""
+    """Shapes of the task: the model (``arch``: ``"mlp"``, or ``"cnn"`` for
+    :class:`DigitsCNN`), MLP width and depth, batch, split and augmentation."""
 
+    arch: str = "mlp"
     hidden: int = 128
     depth: int = 2
     batch_size: int = 32
@@ -44,6 +46,8 @@ class DigitsConfig:
     max_shift: int = 1
 
     def __post_init__(self) -> None:
+        if self.arch not in ("mlp", "cnn"):
+            raise ConfigError(f"DigitsConfig: arch must be 'mlp' or 'cnn', got {self.arch!r}")
         if self.hidden < 1 or self.depth < 1 or self.batch_size < 1:
             raise ConfigError(
                 f"DigitsConfig: hidden, depth and batch_size must be >= 1, got hidden="
@@ -73,6 +77,29 @@ class DigitsMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # type: ignore[no-any-return]
+
+
+class DigitsCNN(nn.Module):
+    """``batch x 64`` standardised pixels, seen as ``1 x 8 x 8`` images -> ``batch x 10``
+    logits: two 3x3 convolutions (16, 32 channels), a 2x2 max pool and a ``hidden``-wide
+    ReLU layer."""
+
+    def __init__(self, cfg: DigitsConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * (SIDE // 2) ** 2, cfg.hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.hidden, CLASSES),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.view(-1, 1, SIDE, SIDE))  # type: ignore[no-any-return]
 
 
 def stratified_split(
@@ -145,10 +172,10 @@ class DigitsTask:
         """``n x 64`` (or ``n x 8 x 8``) raw intensities -> ``n x 64`` standardised features."""
         return (pixels.reshape(-1, PIXELS) - self.mean) / self.std
 
-    def model(self, seed: int) -> DigitsMLP:
-        """A fresh MLP whose initial weights depend only on ``seed``."""
+    def model(self, seed: int) -> nn.Module:
+        """A fresh model (``cfg.arch``) whose initial weights depend only on ``seed``."""
         torch.manual_seed(seed)
-        return DigitsMLP(self.cfg)
+        return DigitsCNN(self.cfg) if self.cfg.arch == "cnn" else DigitsMLP(self.cfg)
 
     def batch(self, gen: torch.Generator, val: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)``: ``batch_size`` examples drawn with replacement using ``gen``;
