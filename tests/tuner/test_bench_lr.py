@@ -146,7 +146,7 @@ def test_held_out_group_writes_its_own_page(tmp_path: Path) -> None:
     assert rc == 0
     page = (tmp_path / "benchmarks-held-out.md").read_text()
     assert page.startswith("# Learning-rate schedule held-out tasks")
-    assert "not tuned on" in page and "(benchmarks.md)" in page
+    assert "not designed on" in page and "(benchmarks.md)" in page
     assert "tautune bench held-out --out" in page
     assert "(benchmarks-peers.md)" in page and "(benchmarks-held-out.md)" not in page
     for task in ("digits-cnn", "digits-adamw", "charlm-sgd"):

@@ -13,7 +13,7 @@ LR_COMMAND = "tautune bench lr --out docs --jobs 2"
 OTHER_PAGES = (
     (
         "benchmarks-held-out.md",
-        "Held-out LR tasks: the controller on training it was not tuned on",
+        "Held-out LR tasks: tautune on training it was not designed on",
         "tautune bench held-out --out docs --jobs 2",
     ),
     (

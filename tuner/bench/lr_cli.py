@@ -2,7 +2,7 @@
 
 ``tautune bench lr --out docs`` runs the three main tasks and regenerates
 docs/benchmarks.md; ``tautune bench held-out --out docs`` runs the three held-out ones
-(tasks the controller was not tuned on) and writes docs/benchmarks-held-out.md.
+(tasks the controller was not designed on) and writes docs/benchmarks-held-out.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ GROUPS = {
     "held-out": (
         HELD_OUT_HELP,
         "benchmarks-held-out.md",
-        "the three held-out LR tasks (not tuned on), then their docs page",
+        "the three held-out LR tasks (not designed on), then their docs page",
     ),
 }
 
