@@ -96,6 +96,35 @@ def test_nothing_stalls_when_no_candidate_got_below_the_start() -> None:
     assert scoring.stalled(_curve({}), cands) == set()  # nothing reported: no start loss
 
 
+def test_clear_top_when_the_largest_wins_by_a_paired_t_or_cut_the_next_one() -> None:
+    cands = [
+        {"lr": 0.8, "probe": [0, 4], "tail": [4, 10]},
+        {"lr": 0.2, "probe": [10, 14], "tail": [14, 20]},
+        {"lr": 0.05},  # not probed yet
+    ]
+
+    def curve(gap: float, noise: float) -> StepCurve:
+        wobble = [noise * (-1) ** k for k in range(6)]
+        values = {**_flat(0, 20, 2.0)}
+        values.update({4 + k: 1.0 + w for k, w in enumerate(wobble)})
+        values.update({14 + k: 1.0 + gap + w * 0.5 for k, w in enumerate(wobble)})
+        return _curve(values)
+
+    clear = curve(0.3, 0.01)
+    assert scoring.clear_top(clear, cands, scoring.cooled_scores(clear, cands), 2.0)
+    close = curve(0.004, 0.01)  # ahead, but by less than the noise: a tie
+    assert not scoring.clear_top(close, cands, scoring.cooled_scores(close, cands), 2.0)
+    assert scoring.clear_top(close, cands, scoring.cooled_scores(close, cands), 0.0)
+    behind = curve(-0.3, 0.01)  # the smaller one won: the next smaller is needed
+    assert not scoring.clear_top(behind, cands, scoring.cooled_scores(behind, cands), 2.0)
+    # cut halfway against the largest: a clear loss, whatever the t threshold
+    cut = [cands[0], {"lr": 0.2, "probe": [10, 12], "pruned": {"ref": 0, "gap": 0.4, "t": 9}}]
+    assert scoring.clear_top(close, cut, scoring.cooled_scores(close, cut), 99.0)
+    # the largest blew up (no tail): nothing is clear
+    blown = [{"lr": 0.8, "probe": [0, 4]}, cands[1]]
+    assert not scoring.clear_top(clear, blown, scoring.cooled_scores(clear, blown), 2.0)
+
+
 def test_a_pruned_candidate_scores_its_reference_plus_the_gap_and_a_blow_up_is_last() -> None:
     cands = [
         {"lr": 1.6, "probe": [0, 8], "tail": [8, 12]},

@@ -65,7 +65,7 @@ def test_candidates_restart_from_one_snapshot_and_the_winner_keeps_its_steps(
     ]
     tails = [d for d in decisions if d.info["segment"]["role"] == "tail"]
     commits = [d for d in decisions if d.kind == DecisionKind.COMMIT]
-    assert len(probes) >= 3 and tails and commits
+    assert len(probes) >= 2 and tails and commits  # a smaller one may be skipped
     start = probes[0].from_step
     assert probes[0].snapshot and start >= 20
     # Each candidate begins from the same weights on the same batch: the same first loss,

@@ -221,6 +221,31 @@ def with_cut(cands: Sequence[Candidate], cut: dict[str, Any]) -> list[Candidate]
     return out
 
 
+def clear_top(
+    curve: StepCurve, cands: Sequence[Candidate], scores: dict[str, float], min_t: float
+) -> bool:
+    """Whether the largest candidate that cooled down is the best scored and clearly beat
+    the next largest probed one: that one was cut for being dominated by it, or their
+    cool-downs differ by a paired t of at least ``min_t`` (0 takes any lead). Probes go
+    largest first, so the candidates still to probe are all smaller: with the score
+    unimodal in log-LR they cannot win, and they would not be the winner's neighbours in
+    the parabola either."""
+    probed = sorted(
+        (j for j, cand in enumerate(cands) if str(j) in scores and cand.get("probe")),
+        key=lambda j: -float(cands[j]["lr"]),
+    )
+    if len(probed) < 2 or cands[probed[0]].get("tail") is None:
+        return False
+    top, second = probed[0], probed[1]
+    if winner(cands, scores) != top:
+        return False
+    cut = cands[second].get("pruned")
+    if cut:
+        return int(cut["ref"]) == top
+    t = paired_t(curve, cands, top, second)
+    return t is not None and t <= -min_t
+
+
 def tie(
     curve: StepCurve,
     cands: Sequence[Candidate],

@@ -45,7 +45,9 @@ class ExploreConfig:
             steps. Tested: in stage 0 a winner smaller than ``init_lr`` against
             ``init_lr`` (short probes favour small LRs), and a winner at the edge of the
             LRs tried against its nearest neighbour (then no LR beyond the edge is
-            probed). 0 turns ties off.
+            probed). A lead of at least this is clear: when the largest candidate leads
+            the next one so, the smaller ones are not probed. 0 turns ties off (any lead
+            is clear).
         prune_t: A candidate smaller than the best one scored so far stops halfway through
             its probe, with no cool-down, when its raw loss is above that candidate's by a
             paired t of at least this: a smaller LR gains less from a cool-down, so it

@@ -17,7 +17,10 @@ decays over the last ``anneal_fraction``. Each stage:
    ``prune_t`` (3). The cut is sound one way only: a smaller LR gains less from a
    cool-down (its noise floor is lower already), so a smaller LR that is behind before
    cooling stays behind after it. Going down from the largest candidate gives every later
-   one a reference.
+   one a reference. And once the largest has clearly beaten the next one (their
+   cool-downs differ by a paired t of ``tie_t``, or the next one was cut against it), the
+   smaller ones are not probed at all: with the score unimodal in log-LR they could not
+   win, nor be the winner's neighbours in the parabola.
 3. **Cool down** each surviving candidate for ``a = tail_fraction * c`` steps, decaying
    linearly to ``tail_end_ratio`` of its LR, after snapshotting its pre-tail state. The score
    is the loss at the end of the tail. Raw short-horizon losses favour small LRs (their
@@ -136,6 +139,8 @@ class ExploreLR(StagedLRController):
             self.cands = [{"lr": lr, "status": "pending"} for lr in seg["cands"]]
         if role == "probe" and seg["cand"] == len(self.cands) and seg.get("part") != 2:
             self.cands.append({"lr": seg["lr"], "status": "pending", "added": True})
+        for k in seg.get("skipped", ()):
+            self.cands[k]["status"] = "skipped"
         if "cut" in seg:
             cut = seg["cut"]
             self.cands[cut["cand"]]["pruned"] = {k: cut[k] for k in ("ref", "gap", "t")}
@@ -220,7 +225,9 @@ class ExploreLR(StagedLRController):
         scores = scoring.cooled_scores(self.curve, cands)
         nxt: dict[str, Any] = {"scores": scores} if cut is None else {"scores": scores, "cut": cut}
         if j + 1 < len(self.cands):
-            return {"role": "probe", "cand": j + 1, **nxt}
+            if not scoring.clear_top(self.curve, cands, scores, self.config.tie_t):
+                return {"role": "probe", "cand": j + 1, **nxt}
+            nxt["skipped"] = list(range(j + 1, len(self.cands)))
         extra = self._extension(cands, scores)
         if extra is not None:
             return {"role": "probe", "cand": len(self.cands), "lr": extra, **nxt}
@@ -343,6 +350,7 @@ class ExploreLR(StagedLRController):
                 "tie_t": seg.get("tie_t"),
                 "tie_lr": seg.get("tie_lr"),
                 "pruned": [j for j, c in enumerate(self.cands) if c.get("pruned")],
+                "skipped": [j for j, c in enumerate(self.cands) if c["status"] == "skipped"],
             }
         )
         self.stages = self.stages[-64:]
