@@ -83,17 +83,22 @@ def test_shift_images_moves_content_and_fills_with_zeros() -> None:
     assert total < 60  # moved off the image sometimes: nothing wraps around
 
 
+def _train(
+    task: DigitsTask, model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int
+) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        loss = task.loss(model, *task.batch(gen))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+
+
 def test_a_short_run_lowers_validation_loss(task: DigitsTask) -> None:
     model = task.model(0)
     before = task.evaluate(model)
     assert before == task.evaluate(model)  # whole validation set: deterministic
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        loss = task.loss(model, *task.batch(gen))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    _train(task, model, torch.optim.AdamW(model.parameters(), lr=3e-3), 200)
     after = task.evaluate(model)
     assert before > 2.0 and after < 0.5 * before
     assert model.training
@@ -131,13 +136,7 @@ def test_the_cnn_maps_flat_pixels_to_logits_and_learns(task: DigitsTask) -> None
     x, _ = cnn_task.batch(torch.Generator().manual_seed(0))
     assert model(x).shape == (x.shape[0], 10)
     before = cnn_task.evaluate(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(100):
-        loss = cnn_task.loss(model, *cnn_task.batch(gen))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    _train(cnn_task, model, torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9), 100)
     assert cnn_task.evaluate(model) < 0.5 * before
 
 
