@@ -118,7 +118,14 @@ def test_bad_configs_are_refused_clearly() -> None:
 def test_command_line_and_defaults() -> None:
     quick = PeersConfig(quick=True)
     assert quick.task_list == ("digits", "nqm") and quick.seed_list == (0, 1)
-    assert PeersConfig().task_list == ("nqm", "charlm", "digits")
+    assert PeersConfig().task_list == (
+        "nqm",
+        "charlm",
+        "digits",
+        "digits-cnn",
+        "digits-adamw",
+        "charlm-sgd",
+    )  # every LR task, the held-out ones after the main ones
     assert (
         command_line(PeersConfig(jobs=2), "x.json") == "tautune bench peers --json x.json --jobs 2"
     )

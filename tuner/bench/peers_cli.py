@@ -87,7 +87,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--json", metavar="PATH", required=True, help="JSON output file")
     p.add_argument("--quick", action="store_true", help="CI size: short runs, 2 seeds, digits+nqm")
-    p.add_argument("--tasks", type=_names, help="comma-separated tasks (default all three)")
+    p.add_argument("--tasks", type=_names, help="comma-separated tasks (default all six LR tasks)")
     p.add_argument("--seeds", type=comma_ints, help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--jobs", type=int, default=1, help="non-Ray runs in parallel (default 1)")
     p.add_argument("--docs", metavar="MD", help="also write this markdown page and its PNGs")
