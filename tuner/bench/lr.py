@@ -34,107 +34,35 @@ from statistics import median
 from typing import Any
 
 from tuner.bench.lr_run import RunResult, Trainable, run_controller, run_schedule
+from tuner.bench.lr_tasks import (
+    DEFAULT_SEEDS,
+    GRID_POINTS,
+    HELD_OUT_TASKS,
+    MAIN_TASKS,
+    TASKS,
+    LRTask,
+)
 from tuner.bench.mixture_report import machine_info
 from tuner.errors import ConfigError
 
-DEFAULT_SEEDS = (0, 1, 2, 3, 4)
-"""Seeds of a full run: digits' final loss varies by up to 2x between seeds, so medians
-of three move with one seed."""
+__all__ = [
+    "CONTROLLERS",
+    "DEFAULT_SEEDS",
+    "GRID_POINTS",
+    "HELD_OUT_TASKS",
+    "MAIN_TASKS",
+    "SCHEDULES",
+    "TASKS",
+    "BenchConfig",
+    "LRTask",
+    "RunSpec",
+    "execute",
+    "make_trainable",
+    "run_bench",
+]
 
-GRID_POINTS = 6
 CONTROLLERS = ("tautune", "autolrs-classic")
 SCHEDULES = ("linear", "constant")
-
-
-@dataclass(frozen=True)
-class LRTask:
-    """One benchmark task: what trains, for how long, and the grid of peak LRs."""
-
-    name: str
-    steps: int
-    quick_steps: int
-    grid: tuple[float, ...]
-    optimizer: str
-    warmup_steps: int = 0
-    evals: int = 30
-    text: str = ""
-    held_out: bool = False
-
-    @property
-    def centre(self) -> float:
-        return math.exp(sum(math.log(g) for g in self.grid) / len(self.grid))
-
-
-def _grid(lo: float, hi: float) -> tuple[float, ...]:
-    return tuple(lo * (hi / lo) ** (i / (GRID_POINTS - 1)) for i in range(GRID_POINTS))
-
-
-TASKS: dict[str, LRTask] = {
-    "nqm": LRTask(
-        "nqm",
-        2000,
-        400,
-        _grid(0.02, 1.6),
-        "sgd",
-        text="Noisy quadratic model (Zhang et al., 2019), plain SGD; the loss is the exact "
-        "expected loss.",
-    ),
-    "charlm": LRTask(
-        "charlm",
-        1500,
-        200,
-        _grid(3e-4, 1e-2),
-        "adamw",
-        warmup_steps=50,
-        text="Byte-level MLP language model on the standard library's source, AdamW; "
-        "the loss is validation cross-entropy (nats/byte).",
-    ),
-    "digits": LRTask(
-        "digits",
-        1500,
-        200,
-        _grid(3e-3, 0.3),
-        "sgd",
-        warmup_steps=30,
-        text="MLP on scikit-learn's bundled digits, SGD with Nesterov momentum; the loss is "
-        "validation cross-entropy.",
-    ),
-    "digits-cnn": LRTask(
-        "digits-cnn",
-        1500,
-        200,
-        _grid(3e-3, 0.3),
-        "sgd",
-        warmup_steps=30,
-        held_out=True,
-        text="Held out: a small CNN (two 3x3 convolutions) on the same digits, SGD with "
-        "Nesterov momentum; validation cross-entropy. Full runs diverge from a peak of "
-        "about 0.1, while 45-step probes survive 0.12.",
-    ),
-    "digits-adamw": LRTask(
-        "digits-adamw",
-        1500,
-        200,
-        _grid(2e-4, 2e-2),
-        "adamw",
-        warmup_steps=30,
-        held_out=True,
-        text="Held out: the digits MLP under AdamW instead of SGD; validation cross-entropy.",
-    ),
-    "charlm-sgd": LRTask(
-        "charlm-sgd",
-        1500,
-        200,
-        _grid(0.03, 3.0),
-        "sgd",
-        warmup_steps=50,
-        held_out=True,
-        text="Held out: the byte-level LM under SGD with Nesterov momentum instead of AdamW; "
-        "validation cross-entropy (nats/byte).",
-    ),
-}
-MAIN_TASKS = tuple(name for name, t in TASKS.items() if not t.held_out)
-HELD_OUT_TASKS = tuple(name for name, t in TASKS.items() if t.held_out)
 
 
 @dataclass(frozen=True)

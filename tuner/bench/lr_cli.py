@@ -15,22 +15,12 @@ from typing import Any
 from tuner.bench.cli_common import comma_ints
 
 # Light at import: ``tautune --help`` builds this parser without importing torch.
+from tuner.bench.lr_tasks import HELD_OUT_TASKS, MAIN_TASKS, TASKS
 
-MAIN_HELP = {
-    "nqm": "a noisy quadratic model with exact expected loss and an optimal schedule",
-    "charlm": "a byte-level LM on the standard library's source (AdamW)",
-    "digits": "an MLP on scikit-learn's bundled digits (SGD + Nesterov)",
-}
-HELD_OUT_HELP = {
-    "digits-cnn": "a small CNN on the digits (SGD + Nesterov; held out)",
-    "digits-adamw": "the digits MLP under AdamW (held out)",
-    "charlm-sgd": "the byte-level LM under SGD + Nesterov (held out)",
-}
-TASK_HELP = {**MAIN_HELP, **HELD_OUT_HELP}
 GROUPS = {
-    "lr": (MAIN_HELP, "benchmarks.md", "the three main LR tasks, then the docs page"),
+    "lr": (MAIN_TASKS, "benchmarks.md", "the three main LR tasks, then the docs page"),
     "held-out": (
-        HELD_OUT_HELP,
+        HELD_OUT_TASKS,
         "benchmarks-held-out.md",
         "the three held-out LR tasks (not designed on), then their docs page",
     ),
@@ -92,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
             command = f"tautune bench {args.bench_task} --out {args.out} --jobs {args.jobs}"
             if args.quick:
                 command += " --quick"
-        held_out = all(task in HELD_OUT_HELP for task in tasks)
+        held_out = all(TASKS[task].held_out for task in tasks)
         written = write_docs(docs, out / page, out, regenerate=command, held_out=held_out)
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -101,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     """Register each LR task, ``lr`` and ``held-out`` under ``tautune bench``."""
     groups = [(name, text) for name, (_, _, text) in GROUPS.items()]
-    for task, text in [*TASK_HELP.items(), *groups]:
+    for task, text in [*((name, t.help) for name, t in TASKS.items()), *groups]:
         p = subparsers.add_parser(
             task,
             help=f"LR schedule methods on {text}",
