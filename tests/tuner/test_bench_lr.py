@@ -122,7 +122,7 @@ def test_held_out_tasks_are_registered_apart_from_the_main_ones() -> None:
     from tuner.bench.lr import HELD_OUT_TASKS, MAIN_TASKS, TASKS
 
     assert MAIN_TASKS == ("nqm", "charlm", "digits")
-    assert HELD_OUT_TASKS == ("digits-cnn", "digits-adamw", "charlm-sgd")
+    assert HELD_OUT_TASKS == ("digits-cnn", "digits-adamw", "charlm-sgd", "bytegpt")
     assert all(t.help and t.text for t in TASKS.values())
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "charlm-sgd", "--help"])  # every task has its own command
@@ -152,7 +152,7 @@ def test_held_out_group_writes_its_own_page(tmp_path: Path) -> None:
     assert "not designed on" in page and "(benchmarks.md)" in page
     assert "tautune bench held-out --out" in page
     assert "(benchmarks-peers.md)" in page and "(benchmarks-held-out.md)" not in page
-    for task in ("digits-cnn", "digits-adamw", "charlm-sgd"):
+    for task in ("digits-cnn", "digits-adamw", "charlm-sgd", "bytegpt"):
         doc = json.loads((tmp_path / f"bench-{task}.json").read_text())
         assert doc["task"] == task and len(doc["results"]) == 2
         assert f"bench-{task}.png" in page

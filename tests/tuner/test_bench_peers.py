@@ -125,6 +125,7 @@ def test_command_line_and_defaults() -> None:
         "digits-cnn",
         "digits-adamw",
         "charlm-sgd",
+        "bytegpt",
     )  # every LR task, the held-out ones after the main ones
     assert (
         command_line(PeersConfig(jobs=2), "x.json") == "tautune bench peers --json x.json --jobs 2"

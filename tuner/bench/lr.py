@@ -116,6 +116,10 @@ def _torch_task(name: str) -> Any:
         from workers.tasks.charlm import CharLMConfig, CharLMTask
 
         return CharLMTask(CharLMConfig(hidden=256, max_bytes=1_000_000))
+    if name == "bytegpt":
+        from workers.tasks.bytegpt import ByteGPTTask
+
+        return ByteGPTTask()
     from workers.tasks.digits import DigitsConfig, DigitsTask
 
     return DigitsTask(DigitsConfig(arch="cnn", hidden=64) if name == "digits-cnn" else None)

@@ -1,7 +1,7 @@
 """Command line of the LR benchmarks: ``tautune bench TASK|lr|held-out``.
 
 ``tautune bench lr --out docs`` runs the three main tasks and regenerates
-docs/benchmarks.md; ``tautune bench held-out --out docs`` runs the three held-out ones
+docs/benchmarks.md; ``tautune bench held-out --out docs`` runs the held-out ones
 (tasks the controller was not designed on) and writes docs/benchmarks-held-out.md.
 """
 
@@ -22,7 +22,7 @@ GROUPS = {
     "held-out": (
         HELD_OUT_TASKS,
         "benchmarks-held-out.md",
-        "the three held-out LR tasks (not designed on), then their docs page",
+        "the held-out LR tasks (not designed on), then their docs page",
     ),
 }
 

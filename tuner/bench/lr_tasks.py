@@ -113,6 +113,19 @@ TASKS: dict[str, LRTask] = {
         text="Held out: the byte-level LM under SGD with Nesterov momentum instead of AdamW; "
         "validation cross-entropy (nats/byte).",
     ),
+    "bytegpt": LRTask(
+        "bytegpt",
+        1500,
+        200,
+        log_grid(3e-4, 3e-2),
+        "adamw",
+        warmup_steps=50,
+        held_out=True,
+        help="a tiny causal transformer on the standard library's bytes (AdamW; held out)",
+        text="Held out: a two-layer causal transformer (width 64, four heads) that predicts "
+        "every next byte of 32-byte windows of the same source, AdamW; validation "
+        "cross-entropy (nats/byte).",
+    ),
 }
 MAIN_TASKS = tuple(name for name, t in TASKS.items() if not t.held_out)
 HELD_OUT_TASKS = tuple(name for name, t in TASKS.items() if t.held_out)
