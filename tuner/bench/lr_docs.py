@@ -249,8 +249,9 @@ def _unique_tasks(docs: Sequence[Mapping[str, Any]]) -> None:
 HELD_OUT_INTRO = (
     "These tasks are held out: they were added after tautune's defaults had been chosen on "
     "nqm, charlm and digits ([the main page](benchmarks.md)), to measure it on training it "
-    "was not designed on. Each changes one thing about a main task: the model (a CNN), or "
-    "the optimizer (AdamW for SGD, SGD for AdamW)."
+    "was not designed on. Each changes one thing about a main task: the model (a CNN for "
+    "the digits MLP, a small transformer for the byte-level MLP), or the optimizer (AdamW "
+    "for SGD, SGD for AdamW)."
 )
 
 

@@ -82,7 +82,7 @@ class PeersConfig:
     """What the suite runs.
 
     Attributes:
-        tasks: LR benchmark tasks (default: all six, held-out ones included; ``--quick``:
+        tasks: LR benchmark tasks (default: every one, held-out ones included; ``--quick``:
             digits and nqm).
         seeds: Seeds, the same for every method (default ``0,1,2``; quick ``0,1``).
         quick: Use the LR bench's quick step budgets.

@@ -78,7 +78,7 @@ def add_parser(subparsers: Any) -> None:
         "peers",
         help="tautune against PBT, PB2, schedule-free and Prodigy on the LR tasks",
         description=(
-            "On each LR task (nqm, charlm, digits) train tautune, cosine-grid-best (6-point "
+            "On each LR task (default: every one, held-out ones included) train tautune, cosine-grid-best (6-point "
             "grid), linear (at its peak), Ray Tune PBT and PB2 (population 4, the grid's "
             "total steps), schedule-free (at the grid's centre and at its peak) and Prodigy, "
             "same steps per run and same seeds; write one JSON document. Starts a local "
@@ -87,7 +87,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--json", metavar="PATH", required=True, help="JSON output file")
     p.add_argument("--quick", action="store_true", help="CI size: short runs, 2 seeds, digits+nqm")
-    p.add_argument("--tasks", type=_names, help="comma-separated tasks (default all six LR tasks)")
+    p.add_argument("--tasks", type=_names, help="comma-separated tasks (default: every LR task)")
     p.add_argument("--seeds", type=comma_ints, help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--jobs", type=int, default=1, help="non-Ray runs in parallel (default 1)")
     p.add_argument("--docs", metavar="MD", help="also write this markdown page and its PNGs")
