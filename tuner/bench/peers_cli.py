@@ -78,11 +78,11 @@ def add_parser(subparsers: Any) -> None:
         "peers",
         help="tautune against PBT, PB2, schedule-free and Prodigy on the LR tasks",
         description=(
-            "On each LR task (default: every one, held-out ones included) train tautune, cosine-grid-best (6-point "
-            "grid), linear (at its peak), Ray Tune PBT and PB2 (population 4, the grid's "
-            "total steps), schedule-free (at the grid's centre and at its peak) and Prodigy, "
-            "same steps per run and same seeds; write one JSON document. Starts a local "
-            "Ray with 2 CPUs. CPU only."
+            "On each LR task (default: every one, held-out ones included) train tautune, "
+            "cosine-grid-best (6-point grid), linear (at its peak), Ray Tune PBT and PB2 "
+            "(population 4, the grid's total steps), schedule-free (at the grid's centre "
+            "and at its peak) and Prodigy, same steps per run and same seeds; write one "
+            "JSON document. Starts a local Ray with 2 CPUs. CPU only."
         ),
     )
     p.add_argument("--json", metavar="PATH", required=True, help="JSON output file")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tuner.errors import ConfigError
-from workers.tasks.charlm import VOCAB, stdlib_corpus
+from workers.tasks.charlm import VOCAB, corpus_split, random_windows
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,7 @@ class ByteGPTTask:
 
     def __init__(self, cfg: ByteGPTConfig | None = None) -> None:
         self.cfg = cfg or ByteGPTConfig()
-        data = torch.frombuffer(bytearray(stdlib_corpus(self.cfg.max_bytes)), dtype=torch.uint8)
-        split = int(len(data) * (1 - self.cfg.val_fraction))
-        self.train_data = data[:split].long()
-        self.val_data = data[split:].long()
+        self.train_data, self.val_data = corpus_split(self.cfg.max_bytes, self.cfg.val_fraction)
 
     def model(self, seed: int) -> ByteGPT:
         torch.manual_seed(seed)
@@ -91,8 +88,7 @@ class ByteGPTTask:
         """``(x, y)``: ``batch x context`` byte ids and the same windows shifted by one."""
         data = self.val_data if val else self.train_data
         c = self.cfg.context
-        idx = torch.randint(0, len(data) - c - 1, (self.cfg.batch_size,), generator=gen)
-        window = data[idx[:, None] + torch.arange(c + 1)]
+        window = random_windows(data, gen, self.cfg.batch_size, c + 1)
         return window[:, :c], window[:, 1:]
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,22 @@ def stdlib_corpus(max_bytes: int = 2_000_000) -> bytes:
     return b"".join(chunks)[:max_bytes]
 
 
+def corpus_split(max_bytes: int, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`stdlib_corpus` as int64 byte ids: the training head and the validation tail
+    (the last ``val_fraction``)."""
+    data = torch.frombuffer(bytearray(stdlib_corpus(max_bytes)), dtype=torch.uint8)
+    split = int(len(data) * (1 - val_fraction))
+    return data[:split].long(), data[split:].long()
+
+
+def random_windows(
+    data: torch.Tensor, gen: torch.Generator, batch_size: int, length: int
+) -> torch.Tensor:
+    """``batch_size x length`` windows of ``data`` at offsets drawn from ``gen``."""
+    idx = torch.randint(0, len(data) - length, (batch_size,), generator=gen)
+    return data[idx[:, None] + torch.arange(length)]
+
+
 @dataclass(frozen=True)
 class CharLMConfig:
     """Shapes of the task. ``context`` is in bytes; sizes are model widths."""
@@ -75,10 +91,7 @@ class CharLMTask:
 
     def __init__(self, cfg: CharLMConfig | None = None) -> None:
         self.cfg = cfg or CharLMConfig()
-        data = torch.frombuffer(bytearray(stdlib_corpus(self.cfg.max_bytes)), dtype=torch.uint8)
-        split = int(len(data) * (1 - self.cfg.val_fraction))
-        self.train_data = data[:split].long()
-        self.val_data = data[split:].long()
+        self.train_data, self.val_data = corpus_split(self.cfg.max_bytes, self.cfg.val_fraction)
 
     def model(self, seed: int) -> CharMLP:
         torch.manual_seed(seed)
@@ -88,9 +101,7 @@ class CharLMTask:
         """``(x, y)``: ``batch x context`` byte ids and the ``batch`` next bytes."""
         data = self.val_data if val else self.train_data
         c = self.cfg.context
-        idx = torch.randint(0, len(data) - c - 1, (self.cfg.batch_size,), generator=gen)
-        offsets = idx[:, None] + torch.arange(c + 1)
-        window = data[offsets]
+        window = random_windows(data, gen, self.cfg.batch_size, c + 1)
         return window[:, :c], window[:, c]
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
