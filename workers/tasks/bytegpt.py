@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tuner.errors import ConfigError
-from workers.tasks.charlm import VOCAB, corpus_split, random_windows
+from workers.tasks.charlm import VOCAB, corpus_split, random_windows, validation_loss
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,6 @@ class ByteGPTTask:
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: int = 50, seed: int = 1234) -> float:
         """Mean validation loss (nats per byte, every position) over fixed ``batches``."""
-        if batches < 1:
-            raise ConfigError(f"evaluate: batches must be >= 1, got {batches}")
-        gen = torch.Generator().manual_seed(seed)
-        model.eval()
-        total = sum(self.loss(model, *self.batch(gen, val=True)).item() for _ in range(batches))
-        model.train()
-        return total / batches
+        return validation_loss(self, model, batches, seed)

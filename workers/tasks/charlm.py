@@ -11,9 +11,12 @@ from __future__ import annotations
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
+
+from tuner.errors import ConfigError
 
 VOCAB = 256
 
@@ -48,6 +51,27 @@ def random_windows(
     """``batch_size x length`` windows of ``data`` at offsets drawn from ``gen``."""
     idx = torch.randint(0, len(data) - length, (batch_size,), generator=gen)
     return data[idx[:, None] + torch.arange(length)]
+
+
+class _ValBatches(Protocol):
+    def batch(
+        self, gen: torch.Generator, val: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+@torch.no_grad()
+def validation_loss(task: _ValBatches, model: nn.Module, batches: int, seed: int) -> float:
+    """Mean of ``task.loss`` over ``batches`` validation batches drawn from ``seed`` (the
+    same batches every call), with ``model`` in eval mode and put back in train mode."""
+    if batches < 1:
+        raise ConfigError(f"evaluate: batches must be >= 1, got {batches}")
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    total = sum(task.loss(model, *task.batch(gen, val=True)).item() for _ in range(batches))
+    model.train()
+    return total / batches
 
 
 @dataclass(frozen=True)
@@ -107,11 +131,6 @@ class CharLMTask:
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(model(x), y)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: int = 100, seed: int = 1234) -> float:
         """Mean validation loss (nats per byte) over a fixed set of ``batches``."""
-        gen = torch.Generator().manual_seed(seed)
-        model.eval()
-        total = sum(self.loss(model, *self.batch(gen, val=True)).item() for _ in range(batches))
-        model.train()
-        return total / batches
+        return validation_loss(self, model, batches, seed)
