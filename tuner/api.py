@@ -27,7 +27,7 @@ from trials.keys import check_job_name
 from tuner.controllers.mixture import DEFAULT_MIXTURE
 from tuner.errors import ConfigError
 from tuner.records import Decision
-from tuner.specs import build_controller, lr_settings
+from tuner.specs import DEFAULT_LR_METHOD, check_spec, lr_settings
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,13 @@ class LRSpec:
         init_lr: LR the search starts from.
         tau: Stage length: the LR may change every ``tau`` steps.
         total_steps: Length of the run; enables the final anneal.
-        method: Controller: ``"stagewise"`` (the default; ABBA probes, no restores),
-            ``"explore"`` (candidates from in-memory snapshots; the workers pass
-            ``model=`` to ``agent.lr_scheduler``) or ``"autolrs"`` (AutoLRS as published;
-            needs ``lr_min`` and ``lr_max``). Settings a method does not know (``tau`` for
-            ``explore``) are left out of its spec.
+        method: Controller: ``"auto"`` (the default: ``"explore"`` when every worker
+            can restore a snapshot, ``"stagewise"`` otherwise), ``"explore"``
+            (candidates from in-memory snapshots; the workers pass ``model=`` to
+            ``agent.lr_scheduler``), ``"stagewise"`` (ABBA probes, no restores) or
+            ``"autolrs"`` (AutoLRS as published; needs ``lr_min`` and ``lr_max``).
+            Settings a method does not know (``tau`` for ``explore``) are left out of
+            its spec.
         lr_min, lr_max: Search bounds (default ``init_lr/100``, ``init_lr*100``).
         warmup_steps: Steps left to the workers' base schedule first.
         anneal_fraction: Fraction of ``total_steps`` at the end that decays to ``final_lr``.
@@ -52,7 +54,7 @@ class LRSpec:
     init_lr: float
     tau: int = 100
     total_steps: int | None = None
-    method: str = "stagewise"
+    method: str = DEFAULT_LR_METHOD
     lr_min: float | None = None
     lr_max: float | None = None
     warmup_steps: int = 0
@@ -63,7 +65,7 @@ class LRSpec:
         """The controller spec (JSON data) the head is started with."""
         known = lr_settings(self.method) | {"method"}
         spec = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k in known}
-        build_controller(spec)  # validates
+        check_spec(spec)  # validates
         return spec
 
 
@@ -113,7 +115,7 @@ class MixtureSpec:
                 spec[name] = getattr(self, name)
         if self.pinned:
             spec["pinned"] = dict(self.pinned)
-        build_controller(spec)  # validates
+        check_spec(spec)  # validates
         return spec
 
 
@@ -214,7 +216,7 @@ def tune(
             raise ConfigError("population mode tunes the LR: pass lr=LRSpec(...)")
         build_population_controller(spec, population)
     elif spec is not None:
-        build_controller(spec)
+        check_spec(spec)
     job = check_job_name(job or os.environ.get("TAUTUNE_JOB") or f"tune-{uuid.uuid4().hex[:8]}")
     trial_ids: list[int | None] = list(range(population)) if population else [None]
     start = time.perf_counter()

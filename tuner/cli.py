@@ -17,7 +17,9 @@ MIXTURE_HELP = (
 )
 LR_HELP = (
     "controller spec as name=value pairs, e.g. init_lr=1e-3,tau=100,total_steps=5000 "
-    "(method=stagewise; also lr_min, lr_max, warmup_steps, anneal_fraction, final_lr) or JSON"
+    "(method=auto, the default: explore when the workers can restore a snapshot, else "
+    "stagewise; or method=explore, stagewise, autolrs; also lr_min, lr_max, warmup_steps, "
+    "anneal_fraction, final_lr) or JSON"
 )
 
 

@@ -23,7 +23,7 @@ from tuner.controllers.base import Controller, Plan
 from tuner.errors import DecisionConflictError
 from tuner.loop import Loop
 from tuner.records import Decision, DecisionKind
-from tuner.specs import build_controller
+from tuner.specs import build_controller, check_spec
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def start_head(
     import ray
 
     if trials is None:  # fail fast, in the caller, on a bad spec
-        build_controller(controller)
+        check_spec(controller)
     else:
         from tuner.specs import build_population_controller
 

@@ -1,7 +1,7 @@
 """Controller specs: plain JSON data that names a controller and its settings.
 
 Specs cross process boundaries (to the Ray head, into Redis), so they are dicts of JSON
-values, never pickled objects: ``{"method": "stagewise", "init_lr": 1e-3, "tau": 100}``.
+values, never pickled objects: ``{"method": "auto", "init_lr": 1e-3, "tau": 100}``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from tuner.controllers.mixture import DEFAULT_MIXTURE, build_mixture
 from tuner.controllers.stagewise import StagewiseConfig, StagewiseLR
 from tuner.errors import ConfigError
 
-LR_METHODS = ("stagewise", "explore", "autolrs")
+LR_METHODS = ("auto", "stagewise", "explore", "autolrs")
+DEFAULT_LR_METHOD = "auto"
 
 
 def build_controller(spec: Mapping[str, Any]) -> Controller:
@@ -24,64 +25,117 @@ def build_controller(spec: Mapping[str, Any]) -> Controller:
 
     ``{"method": "composite", "lr": {...}, "mixture": {...}}`` tunes both in one job.
     """
-    settings = dict(spec)
-    method = settings.pop("method", "stagewise")
-    if method == "composite":
-        from tuner.controllers.base import LRController, MixtureController
-        from tuner.controllers.composite import Composite
+    controller = _from_spec(spec, build=True)
+    assert controller is not None
+    return controller
 
+
+def check_spec(spec: Mapping[str, Any]) -> None:
+    """Raise what :func:`build_controller` would raise for ``spec``, without building an LR
+    controller: nothing here imports torch or botorch, so a process that already holds
+    Ray's libraries (a job driver) can check a spec; loading scipy's and torch's libraries
+    into such a process can leave no room for torch's thread-local storage ("Intel oneMKL
+    FATAL ERROR: Cannot load libtorch_cpu.so"). The head builds the controller in its own
+    actor."""
+    _from_spec(spec, build=False)
+
+
+def _from_spec(spec: Mapping[str, Any], *, build: bool) -> Controller | None:
+    settings = dict(spec)
+    method = settings.pop("method", DEFAULT_LR_METHOD)
+    if method == "composite":
         unknown = sorted(set(settings) - {"lr", "mixture"})
         if unknown or "lr" not in settings or "mixture" not in settings:
             raise ConfigError(
                 f"a composite spec needs exactly 'lr' and 'mixture', got {sorted(spec)}"
             )
-        lr, mix = build_controller(settings["lr"]), build_controller(settings["mixture"])
-        if not isinstance(lr, LRController) or not isinstance(mix, MixtureController):
+        lr, mix = settings["lr"], settings["mixture"]
+        if (
+            not isinstance(lr, Mapping)
+            or not isinstance(mix, Mapping)
+            or lr.get("method", DEFAULT_LR_METHOD) not in LR_METHODS
+            or mix.get("method", DEFAULT_LR_METHOD) not in MIXTURE_METHODS
+        ):
             raise ConfigError(
                 "a composite needs an LR method under 'lr' and a mixture under 'mixture'"
             )
-        return Composite(lr, mix)
+        lr_part, mix_part = _from_spec(lr, build=build), _from_spec(mix, build=build)
+        if not build:
+            return None
+        from tuner.controllers.base import LRController, MixtureController
+        from tuner.controllers.composite import Composite
+
+        assert isinstance(lr_part, LRController) and isinstance(mix_part, MixtureController)
+        return Composite(lr_part, mix_part)
     if method in MIXTURE_METHODS:
         return build_mixture({"method": method, **settings})
     if method in LR_METHODS:
-        return _build_lr(method, settings)
+        return _build_lr(method, settings, build=build)
     raise ConfigError(
         f"unknown method {method!r}; LR methods: {list(LR_METHODS)}, mixture methods: "
         f"{list(MIXTURE_METHODS)}, or 'composite'"
     )
 
 
-def _lr_config(method: str) -> tuple[Any, Any, tuple[str, ...]]:
-    """``(config class, controller class, required settings)`` of LR method ``method``.
+def _lr_config(method: str) -> tuple[Any, tuple[str, ...]]:
+    """``(config class, required settings)`` of LR method ``method``.
 
     Each method's module is imported only when it is asked for: ``explore`` and
-    ``autolrs`` bring in botorch and scipy, and loading scipy's libraries before torch's in
-    a process that already holds Ray's (a job driver) can leave no room for torch's
-    thread-local storage ("Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so").
+    ``autolrs`` bring in botorch and scipy (see :func:`check_spec`).
     """
     if method == "stagewise":
-        return StagewiseConfig, StagewiseLR, ("init_lr",)
+        return StagewiseConfig, ("init_lr",)
     if method == "explore":
-        from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
+        from tuner.controllers.explore_config import ExploreConfig
 
-        return ExploreConfig, ExploreLR, ("init_lr",)
+        return ExploreConfig, ("init_lr",)
     if method == "autolrs":
-        from tuner.controllers.autolrs import AutoLRSClassic, AutoLRSConfig
+        from tuner.controllers.autolrs import AutoLRSConfig
 
-        return AutoLRSConfig, AutoLRSClassic, ("lr_min", "lr_max")
+        return AutoLRSConfig, ("lr_min", "lr_max")
     raise ConfigError(f"unknown LR method {method!r}; LR methods: {list(LR_METHODS)}")
+
+
+def _lr_controller(method: str, config: Any) -> Controller:
+    if method == "explore":
+        from tuner.controllers.explore_lr import ExploreLR
+
+        return ExploreLR(config)
+    if method == "autolrs":
+        from tuner.controllers.autolrs import AutoLRSClassic
+
+        return AutoLRSClassic(config)
+    return StagewiseLR(config)
 
 
 def lr_settings(method: str) -> set[str]:
     """The settings LR method ``method`` knows."""
+    if method == "auto":
+        from tuner.controllers.auto_lr import AUTO_SETTINGS
+
+        return set(AUTO_SETTINGS)
     return {f.name for f in dataclasses.fields(_lr_config(method)[0])}
 
 
-def _build_lr(method: str, settings: dict[str, Any]) -> Controller:
-    """``stagewise`` (the skeleton's search, no restores), ``explore`` (candidates from
+def _build_lr(method: str, settings: dict[str, Any], *, build: bool) -> Controller | None:
+    """``auto`` (the default: ``explore`` if the workers can restore, else ``stagewise``),
+    ``stagewise`` (the skeleton's search, no restores), ``explore`` (candidates from
     snapshots; workers pass ``model=`` to ``agent.lr_scheduler``) or ``autolrs`` (AutoLRS
     as published; needs ``lr_min`` and ``lr_max``)."""
-    config_cls, build, required = _lr_config(method)
+    if method == "auto":
+        from tuner.controllers.auto_lr import AutoLR
+
+        if "init_lr" not in settings:
+            raise ConfigError("LR method 'auto' needs init_lr")
+        auto = AutoLR(settings)  # checks both methods' settings; builds neither yet
+        if not build:
+            return None
+        # Load explore's modules (botorch: seconds) now, in the head as it starts: at the
+        # first report, which picks the method, the workers are already training.
+        import tuner.controllers.explore_lr  # noqa: F401
+
+        return auto
+    config_cls, required = _lr_config(method)
     known = lr_settings(method)
     unknown = sorted(set(settings) - known)
     if unknown:
@@ -95,7 +149,7 @@ def _build_lr(method: str, settings: dict[str, Any]) -> Controller:
         config = config_cls(**settings)
     except TypeError as e:
         raise ConfigError(f"LR method {method!r}: {e}") from None
-    return build(config)  # type: ignore[no-any-return]
+    return _lr_controller(method, config) if build else None
 
 
 def build_population_controller(spec: Mapping[str, Any], trials: int) -> PopulationController:
@@ -132,7 +186,7 @@ def parse_mixture_spec(text: str) -> dict[str, Any]:
         spec = {**DEFAULT_MIXTURE, **spec}
     if isinstance(spec.get("arms"), str):
         spec["arms"] = [a for a in str(spec["arms"]).split("/") if a]
-    build_controller(spec)
+    check_spec(spec)
     return spec
 
 
@@ -147,12 +201,12 @@ def combine_specs(
 
 
 def parse_lr_spec(text: str) -> dict[str, Any]:
-    """``"init_lr=1e-3,tau=100,total_steps=5000"`` (optionally ``method=stagewise``) -> spec.
+    """``"init_lr=1e-3,tau=100,total_steps=5000"`` (optionally ``method=explore``) -> spec.
 
     Also accepts a JSON object. The spec is validated by building its controller.
     """
     spec = _parse_pairs(text, "--lr", "init_lr=1e-3,tau=100,total_steps=5000")
-    build_controller(spec)
+    check_spec(spec)
     return spec
 
 

@@ -75,8 +75,10 @@ def test_attach_detach_reattach_on_a_running_job(redis_server: EmbeddedRedis, st
         assert _cli("detach", job_name, env=env).wait(timeout=60) == 0
         out1, _ = first.communicate(timeout=30)
         assert first.returncode == 0 and "detached" in out1, out1
-        state1 = job.load_state("lr")
-        assert state1 is not None
+        stored1 = job.load_state("lr")
+        # the default method, auto, picked stagewise: train.py passes no model= to restore
+        assert stored1 is not None and stored1["choice"] == "stagewise"
+        state1 = stored1["inner"]
         hold = job.stage_decisions()[-1]
         assert hold.kind is DecisionKind.HOLD and hold.until_step is None
         detached_version = job.version()
@@ -113,8 +115,10 @@ def test_attach_detach_reattach_on_a_running_job(redis_server: EmbeddedRedis, st
     after = [d for d in stages if d.from_step > hold.from_step]
     assert after, "the re-attached head should have written decisions"
     assert after[0].stage == hold.stage + 1
-    state2 = job.load_state("lr")
-    assert state2 is not None and state1["reports_seen"] < state2["reports_seen"] <= steps
+    stored2 = job.load_state("lr")
+    assert stored2 is not None and stored2["choice"] == "stagewise"
+    state2 = stored2["inner"]
+    assert state1["reports_seen"] < state2["reports_seen"] <= steps
     # What the first attach learned is still there: its scored stages start the history.
     window = state2["config"]["window"]
     assert state1["history"], "the first attach should have scored stages"

@@ -17,19 +17,22 @@ from workers.agent import Agent
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("method", ["explore", "auto"])
 def test_candidates_restart_from_one_snapshot_and_the_winner_keeps_its_steps(
-    ray_local: None, store: Store, redis_server: Any
+    ray_local: None, store: Store, redis_server: Any, method: str
 ) -> None:
+    # auto, the default, is explore here: the worker passes model= and so can restore
     steps = 400
+    name = f"{method}-e2e"
     spec = {
-        "method": "explore",
+        "method": method,
         "init_lr": 0.01,
         "total_steps": steps,
         "warmup_steps": 20,
         "explore_budget": 0.2,
     }
-    start_head("explore-e2e", redis_server.url, spec)
-    job = store.job("explore-e2e")
+    start_head(name, redis_server.url, spec)
+    job = store.job(name)
     deadline = time.monotonic() + 60
     while not job.head_alive():  # the first stage starts where the head finds the workers
         assert time.monotonic() < deadline, "the head never took its lease"
@@ -53,8 +56,11 @@ def test_candidates_restart_from_one_snapshot_and_the_winner_keeps_its_steps(
         sched.step()
         time.sleep(0.001)
     agent.close()
-    final = stop_head("explore-e2e")
+    final = stop_head(name)
     assert final is not None and final["error"] is None
+    if method == "auto":
+        stored = job.load_state("lr")
+        assert stored is not None and stored["choice"] == "explore"
 
     decisions = sorted(job.stage_decisions(), key=lambda d: d.from_step)
     # each candidate's first half (its second half goes on from it without a restore)

@@ -59,21 +59,35 @@ def summarize_state(state: dict[str, Any]) -> dict[str, Any]:
         mixture = state["parts"]["mixture"]
         out["mixture_method"] = mixture.get("config", {}).get("method", mixture.get("algorithm"))
         return out
-    config = state.get("config", {})
+    if "choice" in state and "inner" in state:  # auto: the method it picked
+        if not isinstance(state["inner"], dict):
+            return {"method": "auto", "center_lr": None, "reports_seen": 0, "finished": False}
+        out = summarize_state(state["inner"])
+        out["method"] = f"auto: {out['method']}"
+        return out
     reports = state.get("reports_seen")
     if reports is None and "trial_state" in state:
         reports = sum(t.get("reports", 0) for t in state["trial_state"])
     return {
-        "method": "population"
-        if "trial_state" in state
-        else config.get("method", "stagewise")
-        if "mu" in state
-        else state.get("algorithm", "mixture"),
-        "center_lr": math.exp(state["mu"]) if "mu" in state else None,
+        "method": _method_of(state),
+        "center_lr": math.exp(state["mu"]) if "mu" in state else state.get("lr_now"),
         "step_factor": math.exp(state["delta"]) if "delta" in state else None,
         "reports_seen": reports,
         "finished": state.get("finished"),
     }
+
+
+def _method_of(state: dict[str, Any]) -> str:
+    """Which controller wrote ``state`` (their states differ in their keys)."""
+    if "trial_state" in state:
+        return "population"
+    if "mu" in state:
+        return str(state.get("config", {}).get("method", "stagewise"))
+    if "gp" in state and "cands" in state:
+        return "explore"
+    if "tau" in state and "cands" in state:
+        return "autolrs"
+    return str(state.get("algorithm", "mixture"))
 
 
 def _tail_reports(job_store: JobStore, count: int) -> list[Any]:
