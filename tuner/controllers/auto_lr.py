@@ -1,9 +1,10 @@
 """tautune's default LR method, ``auto``: ``explore`` where the workers can restore a
 snapshot, ``stagewise`` where they cannot.
 
-``explore`` (:mod:`tuner.controllers.explore_lr`) is the stronger controller (on the
-benchmarks' tasks it ended lower than ``stagewise`` on all three: README, "LR
-controllers"), but it rewinds the model, so it needs every worker to hand its state to the
+``explore`` (:mod:`tuner.controllers.explore_lr`) ended lower than ``stagewise`` on the
+NQM and on every language model of the benchmarks, where ``stagewise`` once diverged
+(README, "LR controllers"); ``stagewise`` did better on the small digits classifiers. But
+``explore`` rewinds the model, so it needs every worker to hand its state to the
 scheduler (``agent.lr_scheduler(optimizer, model=model)``). A worker says whether it can
 in every report (:data:`~tuner.records.RESTORABLE_METRIC`). ``auto`` waits for the first
 reports, picks ``explore`` when all of them can restore and ``stagewise``, which never
