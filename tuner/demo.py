@@ -1,10 +1,12 @@
 """``tautune demo``: tune a real model on this machine, next to a constant-LR run.
 
 Starts the embedded Redis and a local Ray, starts the job's head (a Ray actor running the
-stage-wise LR controller), then trains a byte-level language model on the standard
-library's source twice with the same seed, data order and budget: once with tautune
-pushing an LR decision every τ steps, once at the constant LR the tuned run started from.
-Prints a summary and writes a PNG of LR and loss against step.
+default LR method, which explores candidate LRs from in-memory snapshots: the training
+loop hands its model and batch generator to the scheduler), then trains a byte-level
+language model on the standard library's source twice with the same seed, data order and
+budget: once with tautune pushing its LR decisions (exploration counted in the budget),
+once at the constant LR the tuned run started from. Prints a summary and writes a PNG of
+LR and loss against step.
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ def _train(
     model = task.model(budget.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    gen = torch.Generator().manual_seed(budget.seed)
     if agent is not None:
-        scheduler = agent.lr_scheduler(optimizer)
+        # model= (and the generator the batches come from) let the default LR method
+        # explore candidate LRs from snapshots, every candidate on the same batches
+        scheduler = agent.lr_scheduler(optimizer, model=model, extra_state={"batches": gen})
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    gen = torch.Generator().manual_seed(budget.seed)
     log = RunLog([], [], [])
     task_id = progress.add_task(label, total=steps, loss=float("nan"), lr=lr, stage="-")
     start = time.perf_counter()
@@ -91,7 +95,7 @@ def run_demo(
     """Run the demo; returns the summary it prints (also written as ``summary.json``)."""
     console = console or Console()
     budget = Budget(steps=steps, tau=tau, lr=lr, seed=seed)
-    spec = {"method": "stagewise", "init_lr": lr, "tau": tau, "total_steps": steps}
+    spec = {"init_lr": lr, "tau": tau, "total_steps": steps}  # the default method
     task = CharLMTask()
     console.print(
         f"[bold]tautune demo[/]: byte-level LM on the stdlib source "
