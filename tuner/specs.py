@@ -18,6 +18,8 @@ from tuner.errors import ConfigError
 
 LR_METHODS = ("auto", "stagewise", "explore", "autolrs")
 DEFAULT_LR_METHOD = "auto"
+RESTORING_LR_METHODS = ("explore", "autolrs")
+"""LR methods that rewind the model to snapshots (the workers pass ``model=``)."""
 
 
 def build_controller(spec: Mapping[str, Any]) -> Controller:
@@ -59,7 +61,17 @@ def _from_spec(spec: Mapping[str, Any], *, build: bool) -> Controller | None:
             raise ConfigError(
                 "a composite needs an LR method under 'lr' and a mixture under 'mixture'"
             )
-        lr_part, mix_part = _from_spec(lr, build=build), _from_spec(mix, build=build)
+        lr_method = lr.get("method", DEFAULT_LR_METHOD)
+        if lr_method in RESTORING_LR_METHODS:
+            raise ConfigError(
+                f"LR method {lr_method!r} rewinds the model to snapshots, which a composite "
+                "with a mixture controller does not support (the bandit would learn from "
+                "steps that are thrown away); use 'auto', which is 'stagewise' in a "
+                "composite, or 'stagewise'"
+            )
+        lr_values = {k: v for k, v in lr.items() if k != "method"}
+        lr_part = _build_lr(lr_method, lr_values, build=build, restores=False)
+        mix_part = _from_spec(mix, build=build)
         if not build:
             return None
         from tuner.controllers.base import LRController, MixtureController
@@ -117,19 +129,22 @@ def lr_settings(method: str) -> set[str]:
     return {f.name for f in dataclasses.fields(_lr_config(method)[0])}
 
 
-def _build_lr(method: str, settings: dict[str, Any], *, build: bool) -> Controller | None:
+def _build_lr(
+    method: str, settings: dict[str, Any], *, build: bool, restores: bool = True
+) -> Controller | None:
     """``auto`` (the default: ``explore`` if the workers can restore, else ``stagewise``),
     ``stagewise`` (the skeleton's search, no restores), ``explore`` (candidates from
     snapshots; workers pass ``model=`` to ``agent.lr_scheduler``) or ``autolrs`` (AutoLRS
-    as published; needs ``lr_min`` and ``lr_max``)."""
+    as published; needs ``lr_min`` and ``lr_max``). Without ``restores`` (in a composite),
+    ``auto`` is always ``stagewise``."""
     if method == "auto":
         from tuner.controllers.auto_lr import AutoLR
 
         if "init_lr" not in settings:
             raise ConfigError("LR method 'auto' needs init_lr")
-        auto = AutoLR(settings)  # checks both methods' settings; builds neither yet
-        if not build:
-            return None
+        auto = AutoLR(settings, explore=restores)  # checks both methods' settings
+        if not build or not restores:
+            return auto if build else None
         # Load explore's modules (botorch: seconds) now, in the head as it starts: at the
         # first report, which picks the method, the workers are already training.
         import tuner.controllers.explore_lr  # noqa: F401

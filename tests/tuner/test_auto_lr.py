@@ -159,3 +159,20 @@ def test_status_names_the_method_auto_picked(restorable: bool, method: str) -> N
     shown = summarize_state(json.loads(json.dumps(auto.state_dict())))
     assert shown["method"] == f"auto: {method}"
     assert shown["reports_seen"] == STEPS and shown["finished"]
+
+
+def test_in_a_composite_auto_is_stagewise_and_methods_that_rewind_are_refused() -> None:
+    from tuner.controllers.composite import Composite
+
+    mixture = {"method": "exp3s", "arms": ["a", "b"], "tau": 40}
+    both = build_controller({"method": "composite", "lr": SETTINGS, "mixture": mixture})
+    assert isinstance(both, Composite)
+    lr = both.parts["lr"]
+    assert isinstance(lr, AutoLR)
+    # the composite carries no snapshot or restore: the LR part must never rewind
+    lr.observe([Report(rank=0, step=0, metrics={"loss": 2.0, RESTORABLE_METRIC: 1.0})])
+    assert lr.choice == "stagewise"
+    for method in ("explore", "autolrs"):
+        spec = {"method": method, "init_lr": 0.1, "lr_min": 0.01, "lr_max": 1.0}
+        with pytest.raises(ConfigError, match="rewinds the model"):
+            build_controller({"method": "composite", "lr": spec, "mixture": mixture})

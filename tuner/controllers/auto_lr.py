@@ -40,17 +40,21 @@ AUTO_SETTINGS = frozenset(f.name for cls in _CONFIGS.values() for f in dataclass
 class AutoLR(LRController):
     """``explore`` if every worker can restore, else ``stagewise``; see the module doc.
 
+    ``explore=False`` makes it ``stagewise`` whatever the workers can do (in a composite
+    with a mixture controller, which does not rewind).
+
     Attributes:
         choice: ``"explore"``, ``"stagewise"``, or ``None`` before the first report.
     """
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
+    def __init__(self, settings: Mapping[str, Any], *, explore: bool = True) -> None:
         unknown = sorted(set(settings) - AUTO_SETTINGS)
         if unknown:
             raise ConfigError(
                 f"unknown setting(s) {unknown} for LR method 'auto'; known: {sorted(AUTO_SETTINGS)}"
             )
         self.settings = dict(settings)
+        self.explore = explore
         self.configs = {method: _config(method, settings) for method in _CONFIGS}
         self.choice: str | None = None
         self.chosen: LRController | None = None
@@ -62,7 +66,7 @@ class AutoLR(LRController):
             return
         if self.chosen is None:
             can = all(r.metrics.get(RESTORABLE_METRIC, 0.0) > 0 for r in reports)
-            self.choice = "explore" if can else "stagewise"
+            self.choice = "explore" if can and self.explore else "stagewise"
             self.chosen = _build(self.choice, self.configs[self.choice])
         self.chosen.observe(reports)
 
