@@ -26,8 +26,10 @@ def train_fn(config: dict[str, Any]) -> float:
     model = prepare_model(task.model(seed=0))  # same init on every rank, then DDP
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"])
     agent = Agent.attach()
-    sched = agent.lr_scheduler(opt)
     gen = torch.Generator().manual_seed(rank())  # each rank its own batches
+    # model= and the batch generator let the default LR method explore from snapshots:
+    # every rank saves and restores its model, optimizer and batches at the same steps
+    sched = agent.lr_scheduler(opt, model=model, extra_state={"batches": gen})
     for step in range(config["steps"]):
         loss = task.loss(model, *task.batch(gen))
         opt.zero_grad()

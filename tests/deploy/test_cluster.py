@@ -96,6 +96,8 @@ def test_submitted_job_with_two_workers_is_tuned(cluster: dict[str, str]) -> Non
     assert len(status["decisions"]) >= 4
     assert status["reports"] == 2 * steps and set(status["last_reports"]) == {"0", "1"}
     assert status["controller"]["reports_seen"] == 2 * steps
+    # the default LR method explores: tune_ddp.py hands its model to the scheduler
+    assert status["controller"]["method"] == "auto: explore"
     table = _tautune("status", "submitted", "--redis", env["TAUTUNE_REDIS_URL"], env=env)
     assert table.returncode == 0 and "Decisions" in table.stdout and "explore" in table.stdout
 
