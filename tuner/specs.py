@@ -218,7 +218,7 @@ def combine_specs(
 def parse_lr_spec(text: str) -> dict[str, Any]:
     """``"init_lr=1e-3,tau=100,total_steps=5000"`` (optionally ``method=explore``) -> spec.
 
-    Also accepts a JSON object. The spec is validated by building its controller.
+    Also accepts a JSON object. The spec is checked as :func:`check_spec` does.
     """
     spec = _parse_pairs(text, "--lr", "init_lr=1e-3,tau=100,total_steps=5000")
     check_spec(spec)

@@ -168,3 +168,8 @@ def test_in_a_composite_auto_is_stagewise_and_methods_that_rewind_are_refused() 
         spec = {"method": method, "init_lr": 0.1, "lr_min": 0.01, "lr_max": 1.0}
         with pytest.raises(ConfigError, match="rewinds the model"):
             build_controller({"method": "composite", "lr": spec, "mixture": mixture})
+    # nor does a stored state that chose explore come back into one
+    free = AutoLR(SETTINGS)
+    free.observe([Report(rank=0, step=0, metrics={"loss": 2.0, RESTORABLE_METRIC: 1.0})])
+    with pytest.raises(ConfigError, match="not allowed here"):
+        AutoLR(SETTINGS, explore=False).load_state_dict(free.state_dict())

@@ -54,7 +54,7 @@ class AutoLR(LRController):
                 f"unknown setting(s) {unknown} for LR method 'auto'; known: {sorted(AUTO_SETTINGS)}"
             )
         self.settings = dict(settings)
-        self.explore = explore
+        self.may_explore = explore
         self.configs = {method: _config(method, settings) for method in _CONFIGS}
         self.choice: str | None = None
         self.chosen: LRController | None = None
@@ -66,7 +66,7 @@ class AutoLR(LRController):
             return
         if self.chosen is None:
             can = all(r.metrics.get(RESTORABLE_METRIC, 0.0) > 0 for r in reports)
-            self.choice = "explore" if can and self.explore else "stagewise"
+            self.choice = "explore" if can and self.may_explore else "stagewise"
             self.chosen = _build(self.choice, self.configs[self.choice])
         self.chosen.observe(reports)
 
@@ -98,6 +98,8 @@ class AutoLR(LRController):
             return
         if choice not in _CONFIGS or not isinstance(inner, dict):
             raise ConfigError(f"AutoLR state is malformed: choice={choice!r}")
+        if choice == "explore" and not self.may_explore:
+            raise ConfigError("the stored AutoLR state chose explore, which is not allowed here")
         controller = _build(choice, self.configs[choice])
         controller.load_state_dict(inner)
         self.choice, self.chosen = choice, controller
