@@ -31,13 +31,20 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-def _drive(ctl: Controller, restorable: bool, first_ask: int = 0) -> list[Decision]:
+def _drive(
+    ctl: Controller, restorable: bool, first_ask: int = 0, restart_at: int | None = None
+) -> list[Decision]:
     """Train the NQM under ``ctl`` as the workers would, reporting ``restorable``; the head
-    first asks for a decision before step ``first_ask``."""
+    first asks for a decision before step ``first_ask``, and at step ``restart_at`` it
+    restarts: a fresh ``AutoLR`` loads the state the old one stored (as JSON)."""
     decisions: list[Decision] = []
     nqm = NQM(seed=0)
     version = 0
     for step in range(STEPS):
+        if step == restart_at:
+            stored = json.loads(json.dumps(ctl.state_dict()))
+            ctl = AutoLR(SETTINGS)
+            ctl.load_state_dict(stored)
         while step >= first_ask and (d := ctl.propose(Plan(step - 1, step - 1))) is not None:
             version += 1
             d = d.with_version(version)
@@ -103,6 +110,15 @@ def test_the_choice_and_the_chosen_state_survive_a_restart() -> None:
     fresh = AutoLR(SETTINGS)
     fresh.load_state_dict(json.loads(json.dumps(AutoLR(SETTINGS).state_dict())))
     assert fresh.choice is None
+
+
+@pytest.mark.parametrize("restorable", [True, False])
+@pytest.mark.parametrize("restart_at", [1, 40, 300])
+def test_a_head_restart_anywhere_changes_no_decision(restorable: bool, restart_at: int) -> None:
+    # 40: inside explore's probes (and stagewise's first stage); 300: after the commit
+    straight = _drive(AutoLR(SETTINGS), restorable)
+    restarted = _drive(AutoLR(SETTINGS), restorable, restart_at=restart_at)
+    assert len(straight) > 3 and _key(restarted) == _key(straight)
 
 
 @pytest.mark.parametrize(
