@@ -121,6 +121,18 @@ def test_a_head_restart_anywhere_changes_no_decision(restorable: bool, restart_a
     assert len(straight) > 3 and _key(restarted) == _key(straight)
 
 
+@pytest.mark.parametrize("restorable", [True, False])
+def test_a_bare_stagewise_or_explore_state_is_taken_over(restorable: bool) -> None:
+    # a job whose head ran stagewise or explore by name (or before auto was the default)
+    method = "explore" if restorable else "stagewise"
+    auto = AutoLR(SETTINGS)
+    _drive(auto, restorable, restart_at=None)
+    bare = json.loads(json.dumps(auto.state_dict()["inner"]))
+    again = AutoLR(SETTINGS)
+    again.load_state_dict(bare)
+    assert again.choice == method and again.state_dict()["inner"] == bare
+
+
 @pytest.mark.parametrize(
     "state",
     [{}, {"choice": "cosine", "inner": {}}, {"choice": "explore", "inner": None}],

@@ -89,6 +89,14 @@ class AutoLR(LRController):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output, or the bare state of a ``stagewise`` or
+        ``explore`` controller (a job whose head ran one of them by name, or ran before
+        ``auto`` was the default, goes on with it)."""
+        if isinstance(state, dict) and "choice" not in state:
+            if "mu" in state:
+                state = {"choice": "stagewise", "inner": state}
+            elif "gp" in state and "cands" in state:
+                state = {"choice": "explore", "inner": state}
         try:
             choice, inner = state["choice"], state["inner"]
         except (KeyError, TypeError) as e:
