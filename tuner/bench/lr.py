@@ -7,7 +7,8 @@ from the same seeds, on the same machine:
   median final loss over the seeds); the grid's other runs are kept in its ``info`` and
   their steps counted in ``grid_total_steps``.
 - ``linear`` and ``constant``: linear decay to 0 from that peak, and that peak throughout.
-- ``tautune``: :class:`~tuner.controllers.explore_lr.ExploreLR` (the default controller),
+- ``tautune``: :class:`~tuner.controllers.explore_lr.ExploreLR` (what the default LR method,
+  ``auto``, runs when the workers can restore, as these runs can),
   started at the grid's geometric centre, searching the grid's range widened 4× each way.
 - ``autolrs-classic``: :class:`~tuner.controllers.autolrs.AutoLRSClassic` over the same
   range, ``tau = total_steps / 16``.
