@@ -163,7 +163,7 @@ def test_auto_is_the_default_everywhere_and_checks_both_methods_settings() -> No
         build_controller({"init_lr": 0.01, "taw": 5})
     with pytest.raises(ConfigError, match="needs init_lr"):
         build_controller({"method": "auto", "tau": 5})
-    with pytest.raises(ConfigError, match="as explore: explore_budget"):
+    with pytest.raises(ConfigError, match=r"as explore: explore_budget.*method=.stagewise"):
         build_controller({"init_lr": 0.01, "explore_budget": 2.0})
     with pytest.raises(ConfigError, match="as stagewise: tau"):
         build_controller({"init_lr": 0.01, "tau": 2})

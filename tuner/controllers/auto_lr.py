@@ -130,7 +130,11 @@ def _config(method: str, settings: Mapping[str, Any]) -> Any:
     try:
         return cls(**{k: v for k, v in settings.items() if k in known})
     except (TypeError, ConfigError) as e:
-        raise ConfigError(f"LR method 'auto', as {method}: {e}") from None
+        other = "stagewise" if method == "explore" else "explore"
+        raise ConfigError(
+            f"LR method 'auto', as {method}: {e} (auto checks the settings of both methods "
+            f"it may pick; name method={other!r} to use only that one)"
+        ) from None
 
 
 def _build(method: str, config: Any) -> LRController:
