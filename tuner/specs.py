@@ -52,16 +52,13 @@ def _from_spec(spec: Mapping[str, Any], *, build: bool) -> Controller | None:
                 f"a composite spec needs exactly 'lr' and 'mixture', got {sorted(spec)}"
             )
         lr, mix = settings["lr"], settings["mixture"]
-        if (
-            not isinstance(lr, Mapping)
-            or not isinstance(mix, Mapping)
-            or lr.get("method", DEFAULT_LR_METHOD) not in LR_METHODS
-            or mix.get("method", DEFAULT_LR_METHOD) not in MIXTURE_METHODS
-        ):
+        if not isinstance(lr, Mapping) or not isinstance(mix, Mapping):
+            raise ConfigError("a composite's 'lr' and 'mixture' must be specs (objects)")
+        lr_method = lr.get("method", DEFAULT_LR_METHOD)
+        if lr_method not in LR_METHODS or mix.get("method") not in MIXTURE_METHODS:
             raise ConfigError(
                 "a composite needs an LR method under 'lr' and a mixture under 'mixture'"
             )
-        lr_method = lr.get("method", DEFAULT_LR_METHOD)
         if lr_method in RESTORING_LR_METHODS:
             raise ConfigError(
                 f"LR method {lr_method!r} rewinds the model to snapshots, which a composite "
@@ -143,13 +140,11 @@ def _build_lr(
         if "init_lr" not in settings:
             raise ConfigError("LR method 'auto' needs init_lr")
         auto = AutoLR(settings, explore=restores)  # checks both methods' settings
-        if not build or not restores:
-            return auto if build else None
-        # Load explore's modules (botorch: seconds) now, in the head as it starts: at the
-        # first report, which picks the method, the workers are already training.
-        import tuner.controllers.explore_lr  # noqa: F401
-
-        return auto
+        if build and restores:
+            # Load explore's modules (botorch: seconds) now, in the head as it starts: at
+            # the first report, which picks the method, the workers are already training.
+            import tuner.controllers.explore_lr  # noqa: F401
+        return auto if build else None
     config_cls, required = _lr_config(method)
     known = lr_settings(method)
     unknown = sorted(set(settings) - known)

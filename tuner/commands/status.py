@@ -12,6 +12,7 @@ from rich.table import Table
 
 from trials.serialize import decision_to_json
 from trials.store import JobStore, Store
+from tuner.controllers.auto_lr import method_of_state
 
 
 def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
@@ -83,11 +84,7 @@ def _method_of(state: dict[str, Any]) -> str:
         return "population"
     if "mu" in state:
         return str(state.get("config", {}).get("method", "stagewise"))
-    if "gp" in state and "cands" in state:
-        return "explore"
-    if "tau" in state and "cands" in state:
-        return "autolrs"
-    return str(state.get("algorithm", "mixture"))
+    return method_of_state(state) or str(state.get("algorithm", "mixture"))
 
 
 def _tail_reports(job_store: JobStore, count: int) -> list[Any]:

@@ -30,7 +30,7 @@ from tuner.controllers.stagewise import StagewiseConfig, StagewiseLR
 from tuner.errors import ConfigError
 from tuner.records import RESTORABLE_METRIC, Decision, Report
 
-__all__ = ["AUTO_SETTINGS", "AutoLR"]
+__all__ = ["AUTO_SETTINGS", "AutoLR", "method_of_state"]
 
 _CONFIGS: dict[str, Any] = {"explore": ExploreConfig, "stagewise": StagewiseConfig}
 AUTO_SETTINGS = frozenset(f.name for cls in _CONFIGS.values() for f in dataclasses.fields(cls))
@@ -53,7 +53,6 @@ class AutoLR(LRController):
             raise ConfigError(
                 f"unknown setting(s) {unknown} for LR method 'auto'; known: {sorted(AUTO_SETTINGS)}"
             )
-        self.settings = dict(settings)
         self.may_explore = explore
         self.configs = {method: _config(method, settings) for method in _CONFIGS}
         self.choice: str | None = None
@@ -83,7 +82,6 @@ class AutoLR(LRController):
     def state_dict(self) -> dict[str, Any]:
         chosen = self.chosen
         return {
-            "settings": self.settings,
             "choice": self.choice,
             "inner": None if chosen is None else chosen.state_dict(),
         }
@@ -93,10 +91,9 @@ class AutoLR(LRController):
         ``explore`` controller (a job whose head ran one of them by name, or ran before
         ``auto`` was the default, goes on with it)."""
         if isinstance(state, dict) and "choice" not in state:
-            if "mu" in state:
-                state = {"choice": "stagewise", "inner": state}
-            elif "gp" in state and "cands" in state:
-                state = {"choice": "explore", "inner": state}
+            bare = method_of_state(state)
+            if bare in _CONFIGS:
+                state = {"choice": bare, "inner": state}
         try:
             choice, inner = state["choice"], state["inner"]
         except (KeyError, TypeError) as e:
@@ -122,6 +119,16 @@ class AutoLR(LRController):
     def done(self) -> bool:
         chosen = self.chosen
         return chosen is not None and chosen.done
+
+
+def method_of_state(state: Mapping[str, Any]) -> str | None:
+    """Which LR controller wrote ``state`` (``"stagewise"``, ``"explore"``, ``"autolrs"``),
+    from the keys their states differ in; ``None`` for another controller's."""
+    if "mu" in state:
+        return "stagewise"
+    if "cands" in state:
+        return "explore" if "gp" in state else "autolrs" if "tau" in state else None
+    return None
 
 
 def _config(method: str, settings: Mapping[str, Any]) -> Any:
