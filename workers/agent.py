@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trials.store import JobStore, Store, resolve_url
-from tuner.errors import ConfigError, StepRegressionError
+from tuner.errors import ConfigError, InvalidMetricError, StepRegressionError
 from tuner.records import DIVERGED_METRIC, RESTORABLE_METRIC, Decision, DecisionKind, Report
 from workers.reporter import Reporter
 
@@ -160,13 +160,15 @@ class Agent:
         did not pass them.
 
         A candidate that blows up is part of exploring: on a rank that restores
-        (``lr_scheduler(model=...)``), at a step an ``explore`` decision covers, NaN or
-        infinite metrics are dropped and ``diverged=1`` is reported instead, which tells the
-        controller to score the candidate worst; its next decision restores a snapshot.
+        (``lr_scheduler(model=...)``), at a step an exploration decision covers while the
+        rank holds a snapshot to go back to, NaN or infinite metrics are dropped and
+        ``diverged=1`` is reported instead, which tells the controller to score the
+        candidate worst; its next decision restores a snapshot. A controller that explores
+        without snapshots (``stagewise``) cannot undo a blow-up, so there it is an error.
 
         Raises:
             InvalidMetricError: a metric is NaN, infinite or not a number (outside the case
-                above).
+                above); the message names the LR in force at ``step``.
             StepRegressionError: ``step`` is not after the last reported step.
         """
         if step <= self._last_step:
@@ -179,7 +181,10 @@ class Agent:
             metrics = _diverged_if_not_finite(metrics)
         for name, value in applied.items():
             metrics.setdefault(name, value)
-        report = Report(rank=self.rank, step=step, metrics=metrics, attempt=self.attempt)
+        try:
+            report = Report(rank=self.rank, step=step, metrics=metrics, attempt=self.attempt)
+        except InvalidMetricError as e:
+            raise InvalidMetricError(f"{e}{_divergence_hint(applied)}") from None
         self._last_step = step
         self._reporter.add(report)
         end = self._ended_at
@@ -332,13 +337,19 @@ class Agent:
             **options,
         )
 
-    def _applied(self, step: int, lr: float, decision: Decision | None) -> None:
+    def _applied(
+        self, step: int, lr: float, decision: Decision | None, *, rewindable: bool
+    ) -> None:
+        """Record what the scheduler applied at ``step``; ``rewindable``: this rank holds a
+        snapshot to go back to, so a candidate that blows up there can be undone."""
         extra = dict(self._extra)
         if math.isfinite(lr):
             extra["lr"] = lr
         extra["decision_version"] = float(decision.version if decision else 0)
         self._extra = extra
-        self._exploring = decision is not None and decision.kind == DecisionKind.EXPLORE
+        self._exploring = (
+            rewindable and decision is not None and decision.kind == DecisionKind.EXPLORE
+        )
         self._applied_at[step] = (extra, self._exploring)
         while len(self._applied_at) > 8:
             del self._applied_at[next(iter(self._applied_at))]
@@ -356,6 +367,21 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _divergence_hint(applied: dict[str, float]) -> str:
+    """What a non-finite metric means given what the scheduler applied at its step."""
+    if "lr" not in applied:
+        return ""
+    hint = f" The LR in force was {applied['lr']:.4g}"
+    version = int(applied.get("decision_version", 0))
+    hint += f" (tautune decision v{version})." if version else " (the base schedule)."
+    if version and not applied.get(RESTORABLE_METRIC):
+        hint += (
+            " This rank cannot roll a diverged LR back: pass model= to agent.lr_scheduler() "
+            "so the default LR method explores from snapshots, or lower the LR bounds."
+        )
+    return hint
 
 
 def _diverged_if_not_finite(metrics: dict[str, Any]) -> dict[str, Any]:

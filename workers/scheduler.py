@@ -75,7 +75,8 @@ class TautuneLR(LRScheduler):
         if lr is None:
             lr = self.base.lr(step)
         if self.agent is not None:
-            self.agent._applied(step, lr, decision)
+            rewindable = self.mover is not None and len(self.mover.store) > 0
+            self.agent._applied(step, lr, decision, rewindable=rewindable)
         return lr
 
     def get_lr(self) -> list[float]:  # type: ignore[override]

@@ -205,3 +205,43 @@ def test_a_nan_loss_outside_exploration_is_still_an_error(job: JobStore, agent: 
     agent.lr_scheduler(opt, model=model)
     with pytest.raises(InvalidMetricError, match="loss"):
         agent.report(0, loss=math.nan)
+
+
+def _blow_up(agent: Agent, *, model: bool) -> list[float]:
+    """Train under one EXPLORE decision with no snapshot (how ``stagewise`` explores) at an
+    LR that sends the weights to inf; the losses until ``report`` refused one."""
+    net, _, x, y = _problem()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    sched = agent.lr_scheduler(opt, model=net if model else None)
+    losses: list[float] = []
+    for step in range(10):
+        idx = torch.randint(0, 512, (32,))
+        loss = torch.nn.functional.mse_loss(net(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        losses.append(loss.item())
+        agent.report(step, loss=loss.item())
+        sched.step()
+    return losses
+
+
+@pytest.mark.parametrize("model", [True, False], ids=["restorable", "not-restorable"])
+def test_a_blow_up_no_snapshot_can_undo_is_an_error_naming_the_lr(
+    job: JobStore, agent: Agent, model: bool
+) -> None:
+    # A rank that restores must not report a stagewise probe's NaN as a candidate that
+    # diverged: nothing will restore it, and training would go on from NaN weights.
+    _commit(
+        job,
+        [Decision(stage=0, kind=DecisionKind.EXPLORE, from_step=3, until_step=10, lr=1e30)],
+    )
+    expected = r"LR in force was 1e\+30 \(tautune decision v1\)"
+    with pytest.raises(InvalidMetricError, match=expected) as e:
+        _blow_up(agent, model=model)
+    assert ("pass model=" in str(e.value)) is not model
+    agent.flush()
+    job.ensure_group()
+    reports = [r for _, r in job.read_reports("test").reports]
+    assert reports and all("diverged" not in r.metrics for r in reports)
+    assert all(math.isfinite(v) for r in reports for v in r.metrics.values())
