@@ -107,13 +107,15 @@ class HeadLoop(Loop):
                 self.detach()
                 return
         self._take(self.store.read_reports(CONSUMER, block_ms=self.poll_ms))
-        last_step = max((a_s[1] for a_s in self.store.progress().values()), default=-1)
-        plan = Plan(horizon=self.store.horizon(), last_step=last_step, next_stage=self._next_stage)
-        decision = self.controller.propose(plan)
+        decision = self.controller.propose(self._plan())
         if decision is not None:
             self._commit(decision)
         elif self._pending and now - self._last_checkpoint > self.checkpoint_every_s:
             self._commit(None)
+
+    def _plan(self) -> Plan:
+        last_step = max((a_s[1] for a_s in self.store.progress().values()), default=-1)
+        return Plan(horizon=self.store.horizon(), last_step=last_step, next_stage=self._next_stage)
 
     def _commit(self, decision: Decision | None, *, controller_owned: bool = True) -> bool:
         """Write ``decision`` (if any), the controller state and the pending acks.
@@ -155,7 +157,10 @@ class HeadLoop(Loop):
 
         If the last decision ends at a step (a stage boundary), an open-ended ``hold``
         decision keeping its final LR takes over from there, so workers neither wait for a
-        head that is gone nor fall back to their base schedule. Returns that decision.
+        head that is gone nor fall back to their base schedule. A controller whose last
+        decision is a candidate it would throw away says what to leave instead
+        (:meth:`~tuner.controllers.base.Controller.detach_decision`: ``explore`` commits
+        its best candidate so far). Returns that decision.
         """
         hold: Decision | None = None
         for _ in range(20):  # a horizon conflict: workers moved on; plan after them
@@ -164,6 +169,13 @@ class HeadLoop(Loop):
             if last is None or last.until_step is None or last.info.get("final"):
                 self._commit(None)
                 break
+            own = self.controller.detach_decision(self._plan())
+            if own is not None:  # the candidate in force is one a snapshot would undo
+                hold = own
+                if self._commit(own):
+                    break
+                hold = None
+                continue
             hold = Decision(
                 stage=last.stage + 1,
                 kind=DecisionKind.HOLD,

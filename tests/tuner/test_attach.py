@@ -125,3 +125,20 @@ def test_attach_detach_reattach_on_a_running_job(redis_server: EmbeddedRedis, st
     if len(state2["history"]) < window:
         assert state2["history"][: len(state1["history"])] == state1["history"]
     assert [d.version for d in job.decisions()] == list(range(1, job.version() + 1))
+
+
+def test_detach_says_what_it_left_in_force() -> None:
+    from tuner.commands.attach import in_force
+    from tuner.records import Decision
+
+    hold = Decision(stage=3, kind=DecisionKind.HOLD, from_step=40, lr=2e-3)
+    assert in_force(hold) == "from step 40 on, lr 0.002 stays in force"
+    base = Decision(stage=3, kind=DecisionKind.HOLD, from_step=40, restore_from=10)
+    assert in_force(base) == (
+        "from step 40 on, workers keep their base schedule, after every rank goes back to "
+        "its snapshot of step 10 (the exploration stage under way is cut short)"
+    )
+    decay = Decision(
+        stage=3, kind=DecisionKind.COMMIT, from_step=40, until_step=900, lr=0.01, lr_end=0.0
+    )
+    assert in_force(decay) == "from step 40, lr 0.01 decays linearly to 0 at step 900"

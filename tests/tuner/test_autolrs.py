@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,35 @@ def test_state_round_trip() -> None:
 def test_bad_settings_are_refused(kw: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         AutoLRSConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_detach_mid_stage_restores_the_snapshot_and_holds_the_best_forecast(
+    drive_nqm: Any,
+) -> None:
+    cfg = AutoLRSConfig(lr_min=0.01, lr_max=1.5, tau=100, total_steps=1500)
+
+    def probing(stage: int, cands: int) -> Any:
+        return lambda c: c.stage == stage and len(c.cands) == cands and c.last["role"] == "probe"
+
+    # the first candidate of the first stage is still training: back to the snapshot and
+    # the base schedule
+    ctl = AutoLRSClassic(cfg)
+    plan = drive_nqm(ctl, probing(0, 1))
+    hold = ctl.detach_decision(plan)
+    assert hold is not None and hold.kind is DecisionKind.HOLD and hold.lr is None
+    assert hold.restore_from == ctl.stage_start and hold.until_step is None
+    # four finished in the second stage: the one of least forecast loss, held from the
+    # stage's snapshot
+    ctl = AutoLRSClassic(cfg)
+    plan = drive_nqm(ctl, probing(1, 5))
+    hold = ctl.detach_decision(plan)
+    assert hold is not None and hold.restore_from == ctl.stage_start and hold.info["final"]
+    forecasts = hold.info["segment"]["forecasts"]
+    assert len(forecasts) == 4
+    assert hold.lr == ctl.cands[min(range(4), key=forecasts.__getitem__)]["lr"]
+    ctl.accept(hold.with_version(99))
+    assert ctl.done and ctl.propose(plan) is None
+    # between stages (a commit in force) there is nothing to undo: the default hold
+    ctl = AutoLRSClassic(cfg)
+    plan = drive_nqm(ctl, lambda c: c.last is not None and c.last["role"] == "commit")
+    assert ctl.detach_decision(plan) is None

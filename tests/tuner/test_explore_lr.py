@@ -333,3 +333,37 @@ def test_a_tie_with_init_trains_halfway_between_from_inits_steps() -> None:
     assert d.lr == pytest.approx(0.05)  # ...but ties with init: halfway, in log-LR
     assert d.restore_from == ctl.cands[2]["tail"][0]  # from init's kept probe steps
     assert seg["tie_lr"] == 0.1
+
+
+def test_detach_in_a_later_stage_holds_its_best_candidate_or_the_previous_commit(
+    drive_nqm: Any,
+) -> None:
+    cfg = ExploreConfig(init_lr=0.2, lr_min=0.005, lr_max=2.0, total_steps=STEPS, stages=3)
+
+    def in_stage_1(role: str) -> Any:
+        return lambda c: c.stage == 1 and c.last is not None and c.last["role"] == role
+
+    # before any candidate of stage 1 cooled down: back to its snapshot, at the LR stage 0's
+    # commit ended with
+    ctl = ExploreLR(cfg)
+    plan = drive_nqm(ctl, in_stage_1("probe"))
+    hold = ctl.detach_decision(plan)
+    assert hold is not None and hold.kind is DecisionKind.HOLD and hold.info["final"]
+    assert hold.restore_from == ctl.stage_start and hold.until_step is None
+    assert hold.lr == ctl.stages[0]["lr_end"] and hold.from_step == ctl.last["until"]
+    ctl.accept(hold.with_version(99))
+    assert ctl.done and ctl.propose(plan) is None
+    # after one cooled down: commit it from its pre-tail state, held (stage 1 of 3 is not
+    # the run's last commit, which would decay to the end)
+    ctl = ExploreLR(cfg)
+    plan = drive_nqm(ctl, lambda c: in_stage_1("probe")(c) and c.last["cand"] == 1)
+    cooled = ctl.cands[0]["tail"][0]
+    commit = ctl.detach_decision(plan)
+    assert commit is not None and commit.kind is DecisionKind.COMMIT and commit.info["final"]
+    assert commit.restore_from == cooled and commit.until_step is None and commit.lr_end is None
+    ctl.accept(commit.with_version(99))
+    assert ctl.done and ctl.stages[-1]["stage"] == 1 and ctl.stages[-1]["lr"] == commit.lr
+    # at a stage boundary (a commit in force) there is nothing to undo: the default hold
+    ctl = ExploreLR(cfg)
+    plan = drive_nqm(ctl, lambda c: c.last is not None and c.last["role"] == "commit")
+    assert ctl.detach_decision(plan) is None

@@ -4,17 +4,53 @@ restores its model when the decisions say so."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 
-from trials.store import Store
+from trials.store import JobStore, Store
 from tuner.head import start_head, stop_head
 from tuner.records import DecisionKind
 from workers.agent import Agent
 
 pytestmark = pytest.mark.slow
+
+
+def _wait_for_head(job: JobStore) -> None:
+    deadline = time.monotonic() + 60
+    while not job.head_alive():  # the first stage starts where the head finds the workers
+        assert time.monotonic() < deadline, "the head never took its lease"
+        time.sleep(0.05)
+
+
+def _train(
+    job: JobStore, steps: int, on_step: Callable[[int], None] | None = None
+) -> tuple[Agent, list[float]]:
+    """A small regression net under the job's LR, on a rank that restores; its losses."""
+    torch.manual_seed(0)
+    x = torch.randn(512, 16)
+    y = x @ torch.randn(16, 1) + 0.1 * torch.randn(512, 1)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    agent = Agent(job, rank=0, sync_timeout_s=60.0, flush_every=4, flush_interval_s=0.02)
+    sched = agent.lr_scheduler(opt, model=model)
+    losses: list[float] = []
+    for step in range(steps):
+        idx = torch.randint(0, 512, (32,))  # the global RNG: a snapshot rewinds it
+        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        losses.append(loss.item())
+        agent.report(step, loss=loss.item())
+        sched.step()
+        if on_step is not None:
+            on_step(step)
+        time.sleep(0.001)
+    agent.close()
+    return agent, losses
 
 
 @pytest.mark.parametrize("method", ["explore", "auto"])
@@ -33,29 +69,8 @@ def test_candidates_restart_from_one_snapshot_and_the_winner_keeps_its_steps(
     }
     start_head(name, redis_server.url, spec)
     job = store.job(name)
-    deadline = time.monotonic() + 60
-    while not job.head_alive():  # the first stage starts where the head finds the workers
-        assert time.monotonic() < deadline, "the head never took its lease"
-        time.sleep(0.05)
-    torch.manual_seed(0)
-    x = torch.randn(512, 16)
-    y = x @ torch.randn(16, 1) + 0.1 * torch.randn(512, 1)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    agent = Agent(job, rank=0, sync_timeout_s=60.0, flush_every=4, flush_interval_s=0.02)
-    sched = agent.lr_scheduler(opt, model=model)
-    losses: list[float] = []
-    for step in range(steps):
-        idx = torch.randint(0, 512, (32,))  # the global RNG: a snapshot rewinds it
-        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        losses.append(loss.item())
-        agent.report(step, loss=loss.item())
-        sched.step()
-        time.sleep(0.001)
-    agent.close()
+    _wait_for_head(job)
+    agent, losses = _train(job, steps)
     final = stop_head(name)
     assert final is not None and final["error"] is None
     if method == "auto":
@@ -86,3 +101,56 @@ def test_candidates_restart_from_one_snapshot_and_the_winner_keeps_its_steps(
     assert decisions[-1].until_step == steps and decisions[-1].lr_end == 0.0
     assert job.report_count() == steps
     assert agent.stall_s < 30
+
+
+@pytest.mark.parametrize("when", ["first probe", "after a cool-down"])
+def test_detach_mid_stage_leaves_a_committed_lr_not_a_candidate(
+    ray_local: None, store: Store, redis_server: Any, when: str
+) -> None:
+    # Before, the hold kept the candidate in force: a probe's LR (up to 16x init_lr) or
+    # the end of a cool-down (near 0), on weights the stage meant to throw away.
+    steps = 400
+    name = f"explore-detach-{when.replace(' ', '-')}"
+    spec = {"init_lr": 0.01, "total_steps": steps, "warmup_steps": 20, "explore_budget": 0.2}
+    start_head(name, redis_server.url, spec)
+    job = store.job(name)
+    _wait_for_head(job)
+    detached_at: list[int] = []
+
+    def detach_mid_stage(step: int) -> None:
+        if detached_at:
+            return
+        roles = [d.info["segment"]["role"] for d in job.stage_decisions()]
+        due = (
+            roles[-1:] == ["probe"]
+            if when == "first probe"
+            else roles[-1:] == ["probe"] and "tail" in roles
+        )
+        if due:
+            detached_at.append(step)
+            job.request_detach()
+            deadline = time.monotonic() + 30
+            while job.head_alive():
+                assert time.monotonic() < deadline, "the head did not detach"
+                time.sleep(0.05)
+
+    agent, losses = _train(job, steps, detach_mid_stage)
+    assert detached_at and not job.head_alive()
+    decisions = sorted(job.stage_decisions(), key=lambda d: d.from_step)
+    last, before = decisions[-1], decisions[-2]
+    assert before.kind is DecisionKind.EXPLORE and last.info["final"]
+    assert last.from_step == before.until_step and last.from_step > detached_at[0]
+    stage_start = next(d.from_step for d in decisions if d.snapshot)
+    if when == "first probe":
+        # nothing cooled down yet: back to the stage's snapshot and the base schedule
+        assert last.kind is DecisionKind.HOLD and last.lr is None and last.until_step is None
+        assert last.restore_from == stage_start
+    else:
+        # the best candidate so far, from where its cool-down began, decaying to the end
+        tails = {d.from_step: d.lr for d in decisions if d.info["segment"]["role"] == "tail"}
+        assert last.kind is DecisionKind.COMMIT and last.restore_from in tails
+        assert last.until_step == steps and last.lr_end == 0.0
+    assert losses[last.from_step] == losses[last.restore_from]  # type: ignore[index]
+    assert job.report_count() == steps and agent.stall_s < 30
+    stored = job.load_state("lr")
+    assert stored is not None and stored["inner"]["finished"]

@@ -13,6 +13,7 @@ from rich.console import Console
 from trials.store import Store
 from tuner.errors import ConfigError
 from tuner.head import HeadLoop, find_head, start_head
+from tuner.records import Decision
 from tuner.specs import build_controller
 
 
@@ -115,12 +116,29 @@ def detach(
     stages = job_store.stage_decisions()
     last = stages[-1] if stages else None
     if last is not None:
-        lr = f"{last.lr:.3g}" if last.lr is not None else "the base schedule"
-        console.print(
-            f"detached from {job!r}: from step {last.from_step} on, lr {lr} stays in force"
-        )
+        console.print(f"detached from {job!r}: {in_force(last)}")
     else:
         console.print(
             f"detached from {job!r}: no decision was written; workers keep their base schedule"
         )
     return 0
+
+
+def in_force(decision: Decision) -> str:
+    """What ``decision``, the last one written, leaves the workers doing, in words."""
+    start = f"from step {decision.from_step}"
+    if decision.lr is None:
+        what = f"{start} on, workers keep their base schedule"
+    elif decision.lr_end is not None and decision.until_step is not None:
+        what = (
+            f"{start}, lr {decision.lr:.3g} decays linearly to {decision.lr_end:.3g} at step "
+            f"{decision.until_step}"
+        )
+    else:
+        what = f"{start} on, lr {decision.lr:.3g} stays in force"
+    if decision.restore_from is not None:
+        what += (
+            f", after every rank goes back to its snapshot of step {decision.restore_from} "
+            "(the exploration stage under way is cut short)"
+        )
+    return what

@@ -73,6 +73,10 @@ class AutoLR(LRController):
         chosen = self.chosen
         return None if chosen is None else chosen.propose(plan)
 
+    def detach_decision(self, plan: Plan) -> Decision | None:
+        chosen = self.chosen
+        return None if chosen is None else chosen.detach_decision(plan)
+
     def accept(self, decision: Decision) -> None:
         chosen = self.chosen
         if chosen is None:

@@ -104,6 +104,31 @@ class AutoLRSClassic(StagedLRController):
             end = min(end, c.total_steps)
         return self._decision(plan, "commit", until, end, best, forecasts, restore=True)
 
+    def detach_decision(self, plan: Plan) -> Decision | None:
+        """Mid-stage, the candidate in force would be thrown away: restore the stage's
+        snapshot and hold the LR of least forecast loss among the candidates that finished
+        (none yet: the LR the stage started from). The decision is final."""
+        last = self.last
+        if last is None or last["role"] != "probe" or last["until"] is None:
+            return None
+        start = max(int(last["until"]), plan.horizon + 1)
+        done = sum(1 for cand in self.cands if cand["probe"][1] <= self.last_step + 1)
+        forecasts = self._forecasts()[:done]
+        lr: float | None
+        if forecasts:
+            lr = autolrs_classic_pick([cand["lr"] for cand in self.cands[:done]], forecasts)
+        else:
+            lr = self.stages[-1]["lr"] if self.stages else None
+        return Decision(
+            stage=plan.next_stage,
+            kind=DecisionKind.HOLD,
+            from_step=start,
+            lr=lr,
+            controller="autolrs",
+            info={"segment": {"role": "final", "forecasts": forecasts}, "final": True},
+            restore_from=self.stage_start,
+        )
+
     def accept(self, decision: Decision) -> None:
         seg = dict(decision.info["segment"])
         seg["until"] = decision.until_step

@@ -78,6 +78,16 @@ class Controller(ABC):
         """True once the controller will make no more decisions."""
         return False
 
+    def detach_decision(self, plan: Plan) -> Decision | None:
+        """The decision to leave in force when the head detaches now, or ``None`` for the
+        default: hold the last decision's final LR.
+
+        A controller whose last decision is a candidate it will throw away (a probe that
+        a snapshot undoes) overrides this; the head commits the result like a proposal,
+        so :meth:`accept` sees it.
+        """
+        return None
+
 
 class LRController(Controller):
     """Decides the learning rate (``Decision.lr`` / ``lr_end``) stage by stage."""

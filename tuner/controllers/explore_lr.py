@@ -84,7 +84,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from tuner.bo.surrogate import LRSurrogate
@@ -130,6 +130,37 @@ class ExploreLR(StagedLRController):
             return None
         return self._decision(seg, plan)
 
+    def detach_decision(self, plan: Plan) -> Decision | None:
+        """Mid-stage, the candidate in force would be thrown away: commit the best one
+        cooled down so far as the stage's commit would (its steps kept, then the decay),
+        or, with none yet, restore the stage's snapshot and go on at the LR the stage
+        started from. Either way the decision is final."""
+        last = self.last
+        if last is None or last["role"] not in ("probe", "tail") or last["until"] is None:
+            return None
+        start = max(int(last["until"]), plan.horizon + 1)
+        scores = self._scores()
+        if scoring.winner(self.cands, scores) is not None:
+            seg = {"role": "commit", "from": start, "scores": scores, "final": True}
+            decision = self._decision(seg, plan)
+            if decision.info.get("final"):  # the run's last commit: it decays to the end
+                return decision
+            seg["lr_end"] = None  # an earlier stage's commit: hold its LR from here on
+            info = {**decision.info, "final": True}
+            return replace(decision, until_step=None, lr_end=None, info=info)
+        lr = None  # stage 0 started from the base schedule
+        if self.stages:
+            lr = self.stages[-1]["lr_end"] or self.stages[-1]["lr"]
+        return Decision(
+            stage=plan.next_stage,
+            kind=DecisionKind.HOLD,
+            from_step=start,
+            lr=lr,
+            controller="explore",
+            info={"segment": {"role": "detach", "from": start}, "final": True},
+            restore_from=self.stage_start,
+        )
+
     def accept(self, decision: Decision) -> None:
         seg = dict(decision.info["segment"])
         seg["from"], seg["until"] = decision.from_step, decision.until_step
@@ -155,7 +186,7 @@ class ExploreLR(StagedLRController):
         if role == "commit":
             self._finish_stage(seg)
             self.finished = bool(seg.get("final"))
-        if role == "anneal" or (role == "hold" and seg.get("final")):
+        if role in ("anneal", "detach") or (role == "hold" and seg.get("final")):
             self.finished = True
         self.last = seg
         self.lr_now = decision.lr if decision.lr is not None else self.lr_now
