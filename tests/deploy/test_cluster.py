@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,6 +142,11 @@ def _reports(env: dict[str, str], job: str) -> int:
     return next((j["reports"] for j in json.loads(listed.stdout) if j["job"] == job), 0)
 
 
+def _status(env: dict[str, str], job: str) -> dict[str, Any]:
+    shown = _tautune("status", job, "--redis", env["TAUTUNE_REDIS_URL"], "--json", env=env)
+    return json.loads(shown.stdout)  # type: ignore[no-any-return]
+
+
 def test_stop_ends_a_submitted_job_and_its_head(cluster: dict[str, str]) -> None:
     env = cluster
     submitted = _tautune(
@@ -170,10 +176,13 @@ def test_stop_ends_a_submitted_job_and_its_head(cluster: dict[str, str]) -> None
     while _reports(env, "to-stop") < 50:
         assert time.monotonic() < deadline, "the submitted job never reported"
         time.sleep(1)
+    # The head starts beside the training (it loads botorch, seconds on 2 busy cores):
+    # stop once it has decided something, so the stop is seen to end a working head.
+    while not _status(env, "to-stop")["decisions"]:
+        assert time.monotonic() < deadline, "the submitted job's head never decided"
+        time.sleep(1)
     stopped = _tautune("stop", "to-stop", "--redis", env["TAUTUNE_REDIS_URL"], env=env)
     assert stopped.returncode == 0 and "stopping" in stopped.stdout, stopped.stdout + stopped.stderr
     assert _job_status(env, submission_id, wait_terminal=True) == "STOPPED"
-    status = json.loads(
-        _tautune("status", "to-stop", "--redis", env["TAUTUNE_REDIS_URL"], "--json", env=env).stdout
-    )
+    status = _status(env, "to-stop")
     assert 50 <= status["reports"] < 100000 and status["decisions"]
