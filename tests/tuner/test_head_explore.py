@@ -3,11 +3,13 @@ restores its model when the decisions say so."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import ray
 import torch
 
 from trials.store import JobStore, Store
@@ -154,3 +156,45 @@ def test_detach_mid_stage_leaves_a_committed_lr_not_a_candidate(
     assert job.report_count() == steps and agent.stall_s < 30
     stored = job.load_state("lr")
     assert stored is not None and stored["inner"]["finished"]
+
+
+def test_a_head_killed_mid_stage_comes_back_and_the_stage_goes_on(
+    ray_local: None, store: Store, redis_server: Any
+) -> None:
+    # The controller's candidates, scores and curve live in Redis with the acknowledgements:
+    # a head that dies between two candidates resumes the stage where it stood.
+    steps = 400
+    name = "explore-kill"
+    spec = {"init_lr": 0.01, "total_steps": steps, "warmup_steps": 20, "explore_budget": 0.2}
+    actor = start_head(name, redis_server.url, spec)
+    job = store.job(name)
+    _wait_for_head(job)
+    first_pid = ray.get(actor.status.remote(), timeout=30)["pid"]
+    killed: list[int] = []
+
+    def kill_mid_stage(step: int) -> None:
+        segments = [d.info["segment"] for d in job.stage_decisions()]
+        if not killed and segments and segments[-1]["role"] == "probe" and segments[-1]["cand"]:
+            killed.append(step)
+            ray.kill(actor, no_restart=False)  # the process dies; Ray restarts the actor
+
+    agent, losses = _train(job, steps, kill_mid_stage)
+    status = ray.get(actor.status.remote(), timeout=30)
+    assert killed and status["pid"] != first_pid and status["restored"]
+    final = stop_head(name)
+    assert final is not None and final["error"] is None
+    decisions = sorted(job.stage_decisions(), key=lambda d: d.from_step)
+    assert [d.version for d in job.decisions()] == list(range(1, job.version() + 1))
+    for a, b in itertools.pairwise(decisions):
+        assert a.until_step == b.from_step  # no gap, no overlap: nothing was rewritten
+    probes = [d for d in decisions if d.info["segment"]["role"] == "probe" and d.restore_from]
+    start = decisions[0].from_step if decisions[0].snapshot else None
+    assert start is not None and len(probes) >= 1
+    assert all(p.restore_from == start and losses[p.from_step] == losses[start] for p in probes)
+    assert any(p.from_step > killed[0] for p in probes) or decisions[-1].from_step > killed[0]
+    commit = decisions[-1]
+    assert commit.kind is DecisionKind.COMMIT and commit.until_step == steps
+    assert losses[commit.from_step] == losses[commit.restore_from]  # type: ignore[index]
+    stored = job.load_state("lr")
+    assert stored is not None and stored["inner"]["reports_seen"] == steps
+    assert job.report_count() == steps and agent.stall_s < 30
