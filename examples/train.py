@@ -4,7 +4,10 @@
 
 With no head attached it trains on its base schedule (here: constant AdamW LR). Start a head
 with `tautune attach my-job --lr ...` while it runs, or launch it with `tautune submit`, and
-the LR follows the head's decisions from the next stage boundary on.
+the LR follows the head's decisions from the next stage boundary on. The scheduler gets the
+model and the batch generator, so the default LR method explores candidate LRs from
+in-memory snapshots; `--no-restore` leaves them out, and the head falls back to the search
+that never rewinds the model.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--sleep", type=float, default=0.0, help="extra seconds per step")
     parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument(
+        "--no-restore",
+        action="store_true",
+        help="do not hand the model and batches to the scheduler (no snapshots to explore from)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -31,8 +39,11 @@ def main() -> None:
     model = task.model(seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     agent = Agent.attach()
-    sched = agent.lr_scheduler(opt, base="constant")
     gen = torch.Generator().manual_seed(agent.rank)
+    if args.no_restore:
+        sched = agent.lr_scheduler(opt, base="constant")
+    else:  # a snapshot rewinds the batches with the model, so candidates see the same data
+        sched = agent.lr_scheduler(opt, base="constant", model=model, extra_state={"batches": gen})
     for step in range(args.steps):
         loss = task.loss(model, *task.batch(gen))
         opt.zero_grad()

@@ -57,6 +57,7 @@ def test_attach_detach_reattach_on_a_running_job(redis_server: EmbeddedRedis, st
             "0.01",
             "--hidden",
             "64",
+            "--no-restore",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -76,7 +77,7 @@ def test_attach_detach_reattach_on_a_running_job(redis_server: EmbeddedRedis, st
         out1, _ = first.communicate(timeout=30)
         assert first.returncode == 0 and "detached" in out1, out1
         stored1 = job.load_state("lr")
-        # the default method, auto, picked stagewise: train.py passes no model= to restore
+        # the default method, auto, picked stagewise: with --no-restore, train.py cannot restore
         assert stored1 is not None and stored1["choice"] == "stagewise"
         state1 = stored1["inner"]
         hold = job.stage_decisions()[-1]
@@ -132,13 +133,26 @@ def test_detach_says_what_it_left_in_force() -> None:
     from tuner.records import Decision
 
     hold = Decision(stage=3, kind=DecisionKind.HOLD, from_step=40, lr=2e-3)
-    assert in_force(hold) == "from step 40 on, lr 0.002 stays in force"
-    base = Decision(stage=3, kind=DecisionKind.HOLD, from_step=40, restore_from=10)
-    assert in_force(base) == (
+    assert in_force(hold, 30) == "from step 40 on, lr 0.002 stays in force"
+    base = Decision(
+        stage=3,
+        kind=DecisionKind.HOLD,
+        from_step=40,
+        restore_from=10,
+        info={"final": True, "detached": True},
+    )
+    assert in_force(base, 39) == (
         "from step 40 on, workers keep their base schedule, after every rank goes back to "
-        "its snapshot of step 10 (the exploration stage under way is cut short)"
+        "its snapshot of step 10 (the exploration stage under way was cut short)"
     )
     decay = Decision(
-        stage=3, kind=DecisionKind.COMMIT, from_step=40, until_step=900, lr=0.01, lr_end=0.0
+        stage=3,
+        kind=DecisionKind.COMMIT,
+        from_step=40,
+        until_step=900,
+        lr=0.01,
+        lr_end=0.0,
+        restore_from=25,
     )
-    assert in_force(decay) == "from step 40, lr 0.01 decays linearly to 0 at step 900"
+    # a restore the workers made already is not news
+    assert in_force(decay, 41) == "from step 40, lr 0.01 decays linearly to 0 at step 900"

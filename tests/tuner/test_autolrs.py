@@ -103,7 +103,7 @@ def test_detach_mid_stage_restores_the_snapshot_and_holds_the_best_forecast(
     ctl = AutoLRSClassic(cfg)
     plan = drive_nqm(ctl, probing(1, 5))
     hold = ctl.detach_decision(plan)
-    assert hold is not None and hold.restore_from == ctl.stage_start and hold.info["final"]
+    assert hold is not None and hold.restore_from == ctl.stage_start and hold.info["detached"]
     forecasts = hold.info["segment"]["forecasts"]
     assert len(forecasts) == 4
     assert hold.lr == ctl.cands[min(range(4), key=forecasts.__getitem__)]["lr"]

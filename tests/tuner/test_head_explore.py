@@ -140,7 +140,7 @@ def test_detach_mid_stage_leaves_a_committed_lr_not_a_candidate(
     assert detached_at and not job.head_alive()
     decisions = sorted(job.stage_decisions(), key=lambda d: d.from_step)
     last, before = decisions[-1], decisions[-2]
-    assert before.kind is DecisionKind.EXPLORE and last.info["final"]
+    assert before.kind is DecisionKind.EXPLORE and last.info["final"] and last.info["detached"]
     assert last.from_step == before.until_step and last.from_step > detached_at[0]
     stage_start = next(d.from_step for d in decisions if d.snapshot)
     if when == "first probe":

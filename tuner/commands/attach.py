@@ -116,7 +116,8 @@ def detach(
     stages = job_store.stage_decisions()
     last = stages[-1] if stages else None
     if last is not None:
-        console.print(f"detached from {job!r}: {in_force(last)}")
+        last_step = max((step for _, step in job_store.progress().values()), default=-1)
+        console.print(f"detached from {job!r}: {in_force(last, last_step)}")
     else:
         console.print(
             f"detached from {job!r}: no decision was written; workers keep their base schedule"
@@ -124,8 +125,9 @@ def detach(
     return 0
 
 
-def in_force(decision: Decision) -> str:
-    """What ``decision``, the last one written, leaves the workers doing, in words."""
+def in_force(decision: Decision, last_step: int) -> str:
+    """What ``decision``, the last one written, leaves the workers doing, in words;
+    ``last_step`` is the last step reported (a restore already done is not news)."""
     start = f"from step {decision.from_step}"
     if decision.lr is None:
         what = f"{start} on, workers keep their base schedule"
@@ -136,9 +138,8 @@ def in_force(decision: Decision) -> str:
         )
     else:
         what = f"{start} on, lr {decision.lr:.3g} stays in force"
-    if decision.restore_from is not None:
-        what += (
-            f", after every rank goes back to its snapshot of step {decision.restore_from} "
-            "(the exploration stage under way is cut short)"
-        )
+    if decision.restore_from is not None and decision.from_step > last_step:
+        what += f", after every rank goes back to its snapshot of step {decision.restore_from}"
+    if decision.info.get("detached"):
+        what += " (the exploration stage under way was cut short)"
     return what

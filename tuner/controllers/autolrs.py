@@ -125,7 +125,11 @@ class AutoLRSClassic(StagedLRController):
             from_step=start,
             lr=lr,
             controller="autolrs",
-            info={"segment": {"role": "final", "forecasts": forecasts}, "final": True},
+            info={
+                "segment": {"role": "final", "forecasts": forecasts},
+                "final": True,
+                "detached": True,
+            },
             restore_from=self.stage_start,
         )
 

@@ -143,10 +143,10 @@ class ExploreLR(StagedLRController):
         if scoring.winner(self.cands, scores) is not None:
             seg = {"role": "commit", "from": start, "scores": scores, "final": True}
             decision = self._decision(seg, plan)
-            if decision.info.get("final"):  # the run's last commit: it decays to the end
-                return decision
+            info = {**decision.info, "final": True, "detached": True}
+            if decision.until_step == self.config.total_steps:  # the run's last commit
+                return replace(decision, info=info)
             seg["lr_end"] = None  # an earlier stage's commit: hold its LR from here on
-            info = {**decision.info, "final": True}
             return replace(decision, until_step=None, lr_end=None, info=info)
         lr = None  # stage 0 started from the base schedule
         if self.stages:
@@ -157,7 +157,7 @@ class ExploreLR(StagedLRController):
             from_step=start,
             lr=lr,
             controller="explore",
-            info={"segment": {"role": "detach", "from": start}, "final": True},
+            info={"segment": {"role": "detach", "from": start}, "final": True, "detached": True},
             restore_from=self.stage_start,
         )
 
