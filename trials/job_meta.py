@@ -54,6 +54,16 @@ class JobMeta:
             if v
         }
 
+    def mark_waiting(self, rank: int, step: int) -> None:
+        """Record that ``rank`` has trained every step before ``step``, sent its reports
+        for them, and waits for the decision covering ``step``."""
+        self.store.call(lambda c: c.hset(self.keys.waiting, str(rank), str(step)))
+
+    def waiting(self) -> dict[int, int]:
+        """Rank -> the step it last waited at (see :meth:`mark_waiting`)."""
+        raw = self.store.call(lambda c: c.hgetall(self.keys.waiting))
+        return {int(rank): int(step) for rank, step in raw.items()}
+
     def head_alive(self) -> bool:
         return bool(self.store.call(lambda c: c.exists(self.keys.head_lease)))
 

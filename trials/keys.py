@@ -115,6 +115,12 @@ class JobKeys:
         return f"{self.base}:progress"
 
     @property
+    def waiting(self) -> str:
+        """Hash: rank -> the step it last waited at for a decision, its reports before it
+        flushed (a rank that reports every N steps is further on than its last report)."""
+        return f"{self.base}:waiting"
+
+    @property
     def decisions(self) -> str:
         """Stream: the newest decisions written, field ``d`` holding JSON (the history)."""
         return f"{self.base}:decisions"

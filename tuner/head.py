@@ -106,15 +106,21 @@ class HeadLoop(Loop):
             if self.store.detach_requested():
                 self.detach()
                 return
-        self._take(self.store.read_reports(CONSUMER, block_ms=self.poll_ms))
-        decision = self.controller.propose(self._plan())
+        batch = self.store.read_reports(CONSUMER, block_ms=self.poll_ms)
+        self._take(batch)
+        # With nothing left to read, ranks waiting at a boundary sent every report before
+        # it: their position counts as reported (they may report every N steps only).
+        decision = self.controller.propose(self._plan(waiting=batch.last_id is None))
         if decision is not None:
             self._commit(decision)
         elif self._pending and now - self._last_checkpoint > self.checkpoint_every_s:
             self._commit(None)
 
-    def _plan(self) -> Plan:
-        last_step = max((a_s[1] for a_s in self.store.progress().values()), default=-1)
+    def _plan(self, *, waiting: bool = False) -> Plan:
+        steps = [a_s[1] for a_s in self.store.progress().values()]
+        if waiting:
+            steps += [step - 1 for step in self.store.waiting().values()]
+        last_step = max(steps, default=-1)
         return Plan(horizon=self.store.horizon(), last_step=last_step, next_stage=self._next_stage)
 
     def _commit(self, decision: Decision | None, *, controller_owned: bool = True) -> bool:

@@ -78,13 +78,17 @@ class PopulationLoop(Loop):
         if self.beat() and self.store.detach_requested():
             self.store.clear_detach()
             self.stop()
-        got = 0
+        got, drained = 0, []
         for i, trial in enumerate(self.trials):
             batch = trial.read_reports(CONSUMER)
             got += len(batch.ids)
+            drained.append(batch.last_id is None)
             self._take(i, batch)
         for i, trial in enumerate(self.trials):
-            last_step = max((s for _, s in trial.progress().values()), default=-1)
+            steps = [s for _, s in trial.progress().values()]
+            if drained[i]:  # as in HeadLoop: a rank waiting at a boundary reported all before it
+                steps += [s - 1 for s in trial.waiting().values()]
+            last_step = max(steps, default=-1)
             plan = Plan(horizon=trial.horizon(), last_step=last_step, next_stage=self.next_stage[i])
             decision = self.controller.propose(i, plan)
             if decision is not None:

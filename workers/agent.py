@@ -236,6 +236,7 @@ class Agent:
 
     def _wait_at_boundary(self, step: int) -> Any:
         self.flush()  # the head may be waiting for exactly these reports
+        self.store.mark_waiting(self.rank, step)  # ...or for word that no more are coming
         start = time.monotonic()
         delay = 0.002
         while True:

@@ -113,9 +113,21 @@ def test_leases_expire(store: Store) -> None:
     assert not job.head_alive()
 
 
+def test_a_rank_waiting_at_a_boundary_says_where(store: Store) -> None:
+    job = store.job("j9")
+    assert job.waiting() == {}
+    job.append_reports([Report(rank=0, step=9, metrics={"loss": 1.0})])
+    job.mark_waiting(0, 30)  # reports every 10 steps: trained 10-29 and reported none
+    job.mark_waiting(1, 30)
+    job.mark_waiting(0, 60)
+    assert job.waiting() == {0: 60, 1: 30}
+    assert job.progress() == {0: (0, 9)}  # the report stream's order is untouched
+
+
 def test_jobs_are_listed_and_keys_share_one_hash_tag(store: Store) -> None:
     store.job("alpha").append_reports([Report(rank=0, step=0, metrics={"loss": 1.0})])
     store.job("beta").commit(expected_version=0, decision=_decision(0, 10))
+    store.job("beta").mark_waiting(0, 10)
     assert store.jobs() == ["alpha", "beta"]
     keys = [k.decode() for k in store.client.keys("*")]
     assert keys and all(k.startswith(("tt:{alpha}:", "tt:{beta}:")) for k in keys)

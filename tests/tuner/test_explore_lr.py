@@ -367,3 +367,76 @@ def test_detach_in_a_later_stage_holds_its_best_candidate_or_the_previous_commit
     ctl = ExploreLR(cfg)
     plan = drive_nqm(ctl, lambda c: c.last is not None and c.last["role"] == "commit")
     assert ctl.detach_decision(plan) is None
+
+
+class SparseRecorder(Recorder):
+    """Sees a report only every ``every`` steps, as from a loop that logs every N steps."""
+
+    def __init__(self, config: ExploreConfig, every: int) -> None:
+        super().__init__(config)
+        self.report_every = every
+
+    def observe(self, reports: Any) -> None:
+        super().observe([r for r in reports if r.step % self.report_every == 0])
+
+
+def _run_sparse(every: int) -> SparseRecorder:
+    cfg = ExploreConfig(init_lr=0.2, lr_min=0.005, lr_max=2.0, total_steps=STEPS, seed=0)
+    ctl = SparseRecorder(cfg, every)
+    run_controller(
+        "explore",
+        NQMTrainable(NQM(seed=0)),
+        ctl,
+        lambda s: 0.2,
+        total_steps=STEPS,
+        eval_every=100,
+        seed=0,
+    )
+    return ctl
+
+
+def test_sparse_reports_restart_the_stage_with_probes_long_enough_to_score() -> None:
+    # Reports every 10 steps, probes of 24 (the budget's): too few reports to score or to
+    # pair. Before, nothing was scored and the commit took the last (smallest) candidate.
+    ctl = _run_sparse(10)
+    d = ctl.accepted
+    first = d[0]
+    assert first.snapshot and _role(first) == "probe"
+    restart = next(x for x in d if x.info["segment"].get("restart"))
+    assert restart.restore_from == first.from_step and not restart.snapshot
+    assert restart.from_step == first.until_step  # after the first half of the first probe
+    later = d[d.index(restart) :]
+    probes = [x for x in later if _role(x) == "probe" and x.info["segment"].get("part") != 2]
+    tails = [x for x in later if _role(x) == "tail"]
+    assert all(p.restore_from == first.from_step for p in probes)  # the same snapshot
+    spans = {(x.until_step or 0) - x.from_step for x in later if _role(x) in ("probe", "tail")}
+    assert all(s % 10 == 0 and s >= 40 for s in spans)  # 4+ reports each, same offsets
+    assert tails and ctl.summary()["report_every"] == 10
+    stage = ctl.stages[0]
+    scored = [s for s in stage["scores"] if s is not None]
+    # as with a report every step: 0.8 cools down, 0.2 is cut behind it, 0.05 is skipped
+    assert len(scored) == 2 and stage["lr"] == 0.8 and stage["pruned"] == [1]
+    assert d[-1].until_step == STEPS and d[-1].lr_end == 0.0 and ctl.done
+    twin = ExploreLR(ctl.config)
+    twin.load_state_dict(ctl.state_dict())
+    assert twin.every == 10 and twin.state_dict() == ctl.state_dict()
+
+
+def test_reports_too_sparse_for_the_run_give_up_back_at_init_lr() -> None:
+    # Every 100 steps: 8 reports per probe would not fit; the stage is abandoned, back at
+    # its snapshot and init_lr, decaying to the end (what the run would have done untuned).
+    ctl = _run_sparse(100)
+    first, commit = ctl.accepted[0], ctl.accepted[-1]
+    assert commit.kind is DecisionKind.COMMIT and commit.restore_from == first.from_step
+    assert commit.lr == 0.2 and commit.until_step == STEPS and commit.lr_end == 0.0
+
+
+def test_a_state_from_before_report_intervals_loads_as_every_step() -> None:
+    ctl, _ = _run()
+    state = ctl.state_dict()
+    del state["every"]
+    twin = ExploreLR(ctl.config)
+    twin.load_state_dict(state)
+    assert twin.every == 1
+    with pytest.raises(ConfigError, match="every"):
+        twin.load_state_dict({**state, "every": 0})

@@ -21,11 +21,12 @@ loss has blown up."""
 
 def start_loss(curve: StepCurve, cands: Sequence[Candidate]) -> float | None:
     """The loss at the stage's snapshot: the first reported step of the first probe that
-    has one (every probe starts from the snapshot; the first one run may have diverged)."""
+    has one (every probe starts from the snapshot; the first one run may have diverged),
+    within its first two steps, or its first quarter where workers report less often."""
     for cand in cands:
         probe = cand.get("probe")
         if probe is not None:
-            _, values = curve.window(probe[0], probe[0] + 2)
+            _, values = curve.window(probe[0], probe[0] + max(2, (probe[1] - probe[0]) // 4))
             if values:
                 return values[0]
     return None

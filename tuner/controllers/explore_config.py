@@ -3,7 +3,9 @@ lengths that follow from them: where exploration starts, probe and tail steps.""
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tuner.controllers.lr_search import lr_bounds
@@ -13,6 +15,9 @@ FIRST_STAGE_FACTORS = (1 / 4, 1.0, 4.0)
 EXTEND = 4.0  # factor of a candidate added beyond the best one at the edge
 MAX_EXTENSIONS = 2
 MIN_PROBE = 6
+MIN_REPORTS = 8
+"""Reports a probe holds at least when workers report sparser than every step: 4 in each
+half (the paired tests need 3) and, at half the probe, 4 in the cool-down."""
 
 
 @dataclass(frozen=True)
@@ -156,3 +161,25 @@ class ExploreConfig:
     @property
     def tail_steps(self) -> int:
         return max(2, round(self.tail_fraction * self.probe_steps))
+
+    def lengths(self, every: int = 1) -> tuple[int, int, int]:
+        """``(probe, first half, tail)`` steps when workers report every ``every`` steps.
+
+        Every step (1): the budget's lengths. Sparser: at least :data:`MIN_REPORTS`
+        reports per probe, and multiples of ``every``, so that every candidate is
+        reported at the same offsets from the snapshot (on the same batches) and the
+        paired tests have pairs. The budget is then exceeded where it must be.
+        """
+        if every <= 1:
+            return self.probe_steps, self.first_half, self.tail_steps
+        n = max(MIN_REPORTS, math.ceil(self.probe_steps / every))
+        tail = max(MIN_REPORTS // 2, round(self.tail_fraction * n))
+        return every * n, every * (n // 2), every * tail
+
+
+def report_interval(steps: Sequence[int]) -> int:
+    """How often workers report: the median gap between the last 17 reported steps
+    (ascending, distinct); 1 with fewer than two."""
+    recent = list(steps)[-17:]
+    gaps = sorted(b - a for a, b in itertools.pairwise(recent) if b > a)
+    return max(1, gaps[len(gaps) // 2]) if gaps else 1

@@ -78,6 +78,15 @@ Budget: the steps thrown away, at most ``(k-1)(c+a) + a`` per stage of ``k`` can
 add up to ``explore_budget`` of ``total_steps``; ``c`` follows from it. A cut candidate
 throws away ``c/2`` steps instead of ``c+a``, so a stage usually spends less. Without
 ``total_steps`` the stages repeat every ``stage_steps`` and nothing decays.
+
+Workers that report every N steps (a loop that logs every 10): a stage measures the gap
+between the reports it has seen and makes its probes hold 8 reports, its halves and
+cool-downs 4, in multiples of N so every candidate is reported at the same offsets
+(:meth:`ExploreConfig.lengths`), over the budget where it must be. When it learns the
+gap only from its first probe (no reports before the stage), it starts again from the
+same snapshot with those lengths; when they do not fit the run, it gives up exploring
+and decays from ``init_lr``, restored to the stage's snapshot. A stage none of whose
+candidates could be scored does the same.
 """
 
 from __future__ import annotations
@@ -95,6 +104,7 @@ from tuner.controllers.explore_config import (
     FIRST_STAGE_FACTORS,
     MAX_EXTENSIONS,
     ExploreConfig,
+    report_interval,
 )
 from tuner.controllers.staged import StagedLRController
 from tuner.errors import ConfigError
@@ -113,6 +123,7 @@ class ExploreLR(StagedLRController):
         self.config = config
         self.gp = LRSurrogate(config.bounds, use_progress=True, window=48, seed=config.seed)
         self.restorable: bool | None = None
+        self.every = 1  # how often workers report, as this stage's lengths assume
 
     # -- contract -----------------------------------------------------------------------
 
@@ -166,7 +177,9 @@ class ExploreLR(StagedLRController):
         seg["from"], seg["until"] = decision.from_step, decision.until_step
         role = seg["role"]
         if role == "probe" and seg["cand"] == 0 and seg.get("part") != 2:
-            self.stage, self.stage_start = seg["stage"], decision.from_step
+            if not seg.get("restart"):  # a restart goes back to the same snapshot
+                self.stage, self.stage_start = seg["stage"], decision.from_step
+            self.every = seg.get("every", self.every)
             self.cands = [{"lr": lr, "status": "pending"} for lr in seg["cands"]]
         if role == "probe" and seg["cand"] == len(self.cands) and seg.get("part") != 2:
             self.cands.append({"lr": seg["lr"], "status": "pending", "added": True})
@@ -197,6 +210,7 @@ class ExploreLR(StagedLRController):
             **self._staged_state(),
             "gp": self.gp.state_dict(),
             "restorable": self.restorable,
+            "every": self.every,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -204,6 +218,9 @@ class ExploreLR(StagedLRController):
         try:
             self.gp.load_state_dict(state["gp"])
             self.restorable = state["restorable"]
+            self.every = int(state.get("every", 1))  # absent from states before it existed
+            if self.every < 1:
+                raise ValueError(f"every must be >= 1, got {self.every}")
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"ExploreLR state is malformed: {e!r}") from None
 
@@ -211,7 +228,8 @@ class ExploreLR(StagedLRController):
         return {
             "stage": self.stage,
             "lr": self.lr_now,
-            "probe_steps": self.config.probe_steps,
+            "probe_steps": self.config.lengths(self.every)[0],
+            "report_every": self.every,
             "winners": [s["lr"] for s in self.stages],
         }
 
@@ -237,12 +255,16 @@ class ExploreLR(StagedLRController):
             return self._stage_start(self.stage + 1, plan.horizon + 1, plan)
         role = last["role"]
         if role in ("commit", "hold"):
-            if plan.last_step < until - max(1, c.probe_steps):
+            if plan.last_step < until - max(1, c.lengths(self.every)[0]):
                 return None
             return self._stage_start(self.stage + 1, until, plan)
         if plan.last_step < until - 1:
             return None  # the next segment depends on this one's result
         j, cut = last["cand"], None
+        if role == "probe" and j == 0 and last.get("part") == 1 and not last.get("restart"):
+            sparse = self._sparse(last, until)
+            if sparse is not None:
+                return sparse
         if role == "probe" and last.get("part") == 1:
             # halfway: stop only on a reported divergence or dominance; the blow-up test
             # waits for the whole probe (an early bump after an LR jump often recovers)
@@ -298,12 +320,42 @@ class ExploreLR(StagedLRController):
 
     def _stage_start(self, stage: int, start: int, plan: Plan) -> dict[str, Any]:
         c = self.config
-        if c.anneal_start is not None and start + 2 * c.probe_steps > c.anneal_start:
+        every = report_interval(self.curve.window(0, start)[0])
+        if c.anneal_start is not None and start + 2 * c.lengths(every)[0] > c.anneal_start:
             return {"role": "anneal", "from": start}
         if self.restorable is False:
             return {"role": "hold", "from": start}
         cands = self._candidates(stage)
-        return {"role": "probe", "cand": 0, "from": start, "stage": stage, "cands": cands}
+        seg = {"role": "probe", "cand": 0, "from": start, "stage": stage, "cands": cands}
+        return seg if every == 1 else {**seg, "every": every}
+
+    def _sparse(self, first: dict[str, Any], until: int) -> dict[str, Any] | None:
+        """The stage again, with probes long enough to be scored, when the first half of
+        its first probe shows workers report less often than its lengths assume (they
+        report every 10 steps, say, and a probe is 30 long: too few reports to score a
+        candidate, or to pair two); ``None`` when they report often enough. When such
+        probes do not fit before the decay, a commit that gives up on this stage."""
+        steps, _ = self.curve.window(first["from"], until)
+        if 2 * len(steps) >= until - first["from"]:
+            return None
+        every = report_interval(self.curve.window(0, until)[0])
+        if every <= self.every:
+            return None
+        c = self.config
+        probe, _, tail = c.lengths(every)
+        end = c.anneal_start if c.anneal_start is not None else math.inf
+        if until + len(self.cands) * (probe + tail) + 2 * probe > end:
+            return {"role": "commit", "scores": {}, "every": every}
+        cands = [float(x["lr"]) for x in self.cands if not x.get("added")]
+        return {
+            "role": "probe",
+            "cand": 0,
+            "from": until,
+            "stage": self.stage,
+            "cands": cands,
+            "restart": True,
+            "every": every,
+        }
 
     def _candidates(self, stage: int) -> list[float]:
         c = self.config
@@ -391,6 +443,7 @@ class ExploreLR(StagedLRController):
 
     def _decision(self, seg: dict[str, Any], plan: Plan) -> Decision:
         c = self.config
+        probe_steps, first_half, tail_steps = c.lengths(seg.get("every", self.every))
         role = seg["role"]
         start = seg.get("from")
         if start is None:
@@ -413,31 +466,31 @@ class ExploreLR(StagedLRController):
                 until = None
         elif role == "probe" and seg.get("part") == 2:
             lr = self.cands[seg["cand"]]["lr"]
-            kind, until = DecisionKind.EXPLORE, start + c.probe_steps - c.first_half
+            kind, until = DecisionKind.EXPLORE, start + probe_steps - first_half
         elif role == "probe":
             cands = seg["cands"] if seg["cand"] == 0 else [x["lr"] for x in self.cands]
             j = seg["cand"]
             lr = cands[j] if j < len(cands) else seg["lr"]
-            kind, until = DecisionKind.EXPLORE, start + c.probe_steps
-            if c.first_half < c.probe_steps:
-                seg["part"], until = 1, start + c.first_half
+            kind, until = DecisionKind.EXPLORE, start + probe_steps
+            if first_half < probe_steps:
+                seg["part"], until = 1, start + first_half
                 ref = self._reference(lr)
                 if ref is not None:
                     seg["ref"] = ref
-            if seg["cand"] == 0:
+            if seg["cand"] == 0 and not seg.get("restart"):
                 kw["snapshot"] = True
             else:
                 kw["restore_from"] = self.stage_start
         elif role == "tail":
             lr = self.cands[seg["cand"]]["lr"]
-            kind, until = DecisionKind.EXPLORE, start + c.tail_steps
+            kind, until = DecisionKind.EXPLORE, start + tail_steps
             kw["lr_end"], kw["snapshot"] = lr * c.tail_end_ratio, True
         else:  # commit
             # the cut this segment carries (the last probe's) is accepted after it is made
             cands = self.cands if "cut" not in seg else scoring.with_cut(self.cands, seg["cut"])
             win = scoring.winner(cands, seg["scores"])
-            if win is None:
-                kind, lr = DecisionKind.COMMIT, self.lr_now
+            if win is None:  # nothing could be scored: back to where the stage started
+                kind, lr = DecisionKind.COMMIT, self._stage_lr()
                 kw["restore_from"] = self.stage_start
             else:
                 kind, lr = (
@@ -458,8 +511,8 @@ class ExploreLR(StagedLRController):
                 kw["restore_from"] = self.cands[win]["tail"][0]
             seg["lr"] = lr
             nominal = c.first_stage + (self.stage + 1) * c.stage_span
-            until = max(nominal, start + c.probe_steps)
-            if c.anneal_start is not None and until + 2 * c.probe_steps > c.anneal_start:
+            until = max(nominal, start + probe_steps)
+            if c.anneal_start is not None and until + 2 * probe_steps > c.anneal_start:
                 until = c.anneal_start
             kw["lr_end"] = seg["lr_end"] = lr * self._decay(lr)
             if c.shape == "linear" and c.total_steps is not None and self.stage + 1 >= c.stages:
@@ -476,6 +529,13 @@ class ExploreLR(StagedLRController):
             info=info,
             **kw,
         )
+
+    def _stage_lr(self) -> float:
+        """The LR the stage under way started from: the last commit's end, or ``init_lr``."""
+        if not self.stages:
+            return self.config.init_lr
+        prev = self.stages[-1]
+        return float(prev["lr_end"] if prev.get("lr_end") is not None else prev["lr"])
 
     def _decay(self, lr: float) -> float:
         """Ratio the commit decays by over its stage: the last ratio between stage winners
