@@ -385,9 +385,18 @@ def _divergence_hint(applied: dict[str, float]) -> str:
     return hint
 
 
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a finite number; a 0-d tensor or a NumPy float counts as one,
+    anything that is not a number at all is left for :class:`Report` to refuse."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True
+
+
 def _diverged_if_not_finite(metrics: dict[str, Any]) -> dict[str, Any]:
     """``metrics`` without its NaN/infinite floats and with ``diverged=1``, if it has any."""
-    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    bad = [k for k, v in metrics.items() if not _finite(v)]
     if not bad:
         return metrics
     log.info("tautune: candidate diverged (%s not finite); reporting diverged=1", bad)

@@ -186,7 +186,8 @@ def test_a_candidate_that_blows_up_reports_diverged_and_is_restored(
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         losses.append(loss.item())
-        agent.report(step, loss=loss.item())  # NaN/inf during the candidate: no error
+        # NaN/inf during the candidate: no error, whether as a float or a 0-d tensor
+        agent.report(step, loss=loss.item() if step % 2 else loss.detach())
         sched.step()
     agent.flush()
     job.ensure_group()
