@@ -22,13 +22,17 @@ from trials.store import JobStore, ReadBatch, Store
 from tuner.controllers.base import Controller, Plan
 from tuner.errors import DecisionConflictError
 from tuner.loop import Loop
-from tuner.records import Decision, DecisionKind
+from tuner.records import DIVERGED_METRIC, RESTORABLE_METRIC, Decision, DecisionKind, Report
 from tuner.specs import build_controller, check_spec
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "tautune"
 CONSUMER = "head"
+CHECK_AFTER = 20
+"""Reports the head takes in before it checks they carry what the controller learns from."""
+AGENT_METRICS = ("lr", "decision_version", RESTORABLE_METRIC, DIVERGED_METRIC)
+"""Metrics the agent adds to every report by itself."""
 
 
 def head_name(job: str) -> str:
@@ -70,10 +74,15 @@ class HeadLoop(Loop):
         self._next_control = 0.0
         self._next_stage = 0
         self.detached = False
+        self.warning: str | None = None
+        self._seen_metrics: set[str] = set()
+        self._reports_taken = 0
 
     def resync(self) -> None:
         """Load the stored state, then replay reports delivered but not acknowledged."""
         self.store.ensure_group()
+        if self.store.meta().get("warning"):
+            self.store.set_meta(warning=None)  # checked again on the reports from here on
         state = self.store.load_state(self.controller.name)
         if state is not None:
             self.controller.load_state_dict(state)
@@ -94,8 +103,33 @@ class HeadLoop(Loop):
         for entry_id, reason in batch.malformed:
             self.malformed += 1
             log.warning("tautune head %s: skipping entry %s: %s", self.store.job, entry_id, reason)
-        self.controller.observe([r for _, r in batch.reports])
+        reports = [r for _, r in batch.reports]
+        self.controller.observe(reports)
         self._pending.extend(batch.ids)
+        self._check_metrics(reports)
+
+    def _check_metrics(self, reports: list[Report]) -> None:
+        """Warn once, in the log and in the job's metadata (``tautune status``), when the
+        first reports carry none of what the controller learns from: it would go on
+        deciding from nothing (a loop that reports ``train_loss`` to a spec for ``loss``)."""
+        if self._reports_taken >= CHECK_AFTER or not reports:
+            return
+        for r in reports:
+            self._seen_metrics.update(r.metrics)
+        self._reports_taken += len(reports)
+        if self._reports_taken < CHECK_AFTER:
+            return
+        missing = [m for m in self.controller.metrics() if m not in self._seen_metrics]
+        if not missing:
+            return
+        carried = sorted(self._seen_metrics - set(AGENT_METRICS))
+        self.warning = (
+            f"the first {self._reports_taken} reports carry no {', '.join(map(repr, missing))}, "
+            f"which the controller learns from; they carry {carried}. Report it, or name the "
+            "metric in the spec (--lr metric=NAME, LRSpec(metric=...))"
+        )
+        log.warning("tautune head %s: %s", self.store.job, self.warning)
+        self.store.set_meta(warning=self.warning)
 
     def step(self) -> None:
         """One round: heartbeat, read new reports, commit a decision or a checkpoint."""
@@ -225,6 +259,7 @@ class HeadLoop(Loop):
             "done": self.controller.done,
             "detached": self.detached,
             "error": self.error,
+            "warning": self.warning,
         }
 
 

@@ -131,3 +131,28 @@ def test_bad_controller_spec_fails_in_the_caller(ray_local: None, redis_server: 
         start_head("bad", redis_server.url, {"method": "stagewise", "init_lr": 0.1, "taw": 5})
     with pytest.raises(ConfigError, match="unknown method"):
         start_head("bad", redis_server.url, {"method": "nope"})
+
+
+@pytest.mark.parametrize("metric", ["train_loss", "loss"])
+def test_reports_without_the_controllers_metric_are_a_warning_in_status(
+    store: Store, metric: str
+) -> None:
+    from tuner.commands.status import job_status
+    from tuner.head import HeadLoop
+    from tuner.records import Report
+    from tuner.specs import build_controller
+
+    job = store.job(f"metric-{metric}")
+    spec = {"method": "stagewise", "init_lr": 0.05, "tau": 20, "total_steps": 400}
+    loop = HeadLoop(job, build_controller(spec))
+    loop.resync()
+    job.append_reports([Report(rank=0, step=s, metrics={metric: 1.0}) for s in range(30)])
+    loop.step()
+    if metric == "loss":
+        assert loop.warning is None and job_status(job)["warning"] is None
+        return
+    assert loop.warning is not None and "no 'loss'" in loop.warning
+    assert "['train_loss']" in loop.warning and "metric=NAME" in loop.warning
+    assert job_status(job)["warning"] == loop.warning
+    HeadLoop(job, build_controller(spec)).resync()  # a new head checks afresh
+    assert job_status(job)["warning"] is None

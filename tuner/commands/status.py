@@ -50,6 +50,7 @@ def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
         "decisions": [json.loads(decision_to_json(d)) for d in history[-decisions:]],
         "last_reports": last_reports,
         "controller": controller,
+        "warning": job_store.meta().get("warning"),
     }
 
 
@@ -113,6 +114,8 @@ def print_status(status: dict[str, Any], console: Console) -> None:
         f"[bold]job {status['job']}[/]: head {head_text}; {len(status['workers'])} "
         f"worker(s) alive; {status['reports']} reports, last step {status['last_step']}"
     )
+    if status.get("warning"):
+        console.print(f"[yellow]warning: {status['warning']}[/]")
     cur = status["current"]
     if cur:
         console.print(

@@ -73,6 +73,9 @@ class AutoLR(LRController):
         chosen = self.chosen
         return None if chosen is None else chosen.propose(plan)
 
+    def metrics(self) -> tuple[str, ...]:
+        return (self.configs["stagewise"].metric,)  # one spec: both methods share it
+
     def detach_decision(self, plan: Plan) -> Decision | None:
         chosen = self.chosen
         return None if chosen is None else chosen.detach_decision(plan)

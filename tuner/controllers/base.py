@@ -78,6 +78,10 @@ class Controller(ABC):
         """True once the controller will make no more decisions."""
         return False
 
+    def metrics(self) -> tuple[str, ...]:
+        """Metrics this controller learns from; the head warns when reports carry none."""
+        return ()
+
     def detach_decision(self, plan: Plan) -> Decision | None:
         """The decision to leave in force when the head detaches now, or ``None`` for the
         default: hold the last decision's final LR.

@@ -137,6 +137,9 @@ class Composite(Controller):
     def done(self) -> bool:
         return all(p.done for p in self.parts.values())
 
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(m for p in self.parts.values() for m in p.metrics())
+
     def summary(self) -> dict[str, Any]:
         return {n: p.summary() for n, p in self.parts.items()}
 

@@ -48,6 +48,9 @@ class StagedLRController(LRController):
     def done(self) -> bool:
         return self.finished
 
+    def metrics(self) -> tuple[str, ...]:
+        return (self.curve.metric,)
+
     def _staged_state(self) -> dict[str, Any]:
         """The shared part of ``state_dict()``: JSON data."""
         return {

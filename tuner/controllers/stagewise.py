@@ -159,6 +159,9 @@ class StagewiseLR(LRController):
     def done(self) -> bool:
         return self.finished
 
+    def metrics(self) -> tuple[str, ...]:
+        return (self.config.metric,)
+
     def summary(self) -> dict[str, Any]:
         return {
             "center_lr": self._center_lr(),
