@@ -440,3 +440,25 @@ def test_a_state_from_before_report_intervals_loads_as_every_step() -> None:
     assert twin.every == 1
     with pytest.raises(ConfigError, match="every"):
         twin.load_state_dict({**state, "every": 0})
+
+
+@pytest.mark.parametrize("warmup", [0, 50])
+def test_the_first_stage_waits_for_the_base_schedules_warmup(warmup: int) -> None:
+    # The spec says nothing of a warmup; the LR the agent reports with each step does.
+    cfg = ExploreConfig(init_lr=0.2, total_steps=STEPS)
+    ctl = ExploreLR(cfg)
+    nqm = NQM(seed=0)
+    first: Decision | None = None
+    for step in range(200):
+        plan = Plan(horizon=step - 1, last_step=step - 1)
+        if first is None and (d := ctl.propose(plan)) is not None:
+            first = d
+            ctl.accept(d.with_version(1))
+        lr = 0.2 * min(1.0, (step + 1) / warmup) if warmup else 0.2
+        metrics = {"loss": nqm.step(lr), "restorable": 1.0, "lr": lr}
+        ctl.observe([Report(rank=0, step=step, metrics=metrics)])
+    assert first is not None
+    assert first.from_step == (warmup + 1 if warmup else 2)  # 2: two reports show the LR flat
+    twin = ExploreLR(cfg)
+    twin.load_state_dict(ctl.state_dict())
+    assert twin.state_dict() == ctl.state_dict()

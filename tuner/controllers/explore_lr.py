@@ -53,6 +53,10 @@ not cut: the start is one batch's loss, and a language model's loss bumps for a 
 after an LR jump that its cool-down recovers (charlm, seed 12: cutting them picked 4.3e-4
 and ended at 2.400; without the cut it picked 3.6e-3 and ended at 2.138).
 
+The first stage waits for the base schedule's warmup: while the LR the workers report
+(the agent adds it) still rises from one report to the next, it does not start (for a
+quarter of the run at most), whether or not ``warmup_steps`` says so.
+
 Stage 0 tries ``init_lr`` ×{¼, 1, 4}. Later stages (``stages > 1``) take candidates from
 one botorch GP over (log-LR, progress) carried across stages
 (:class:`~tuner.bo.surrogate.LRSurrogate`), fit on scores centred per stage: the previous
@@ -124,6 +128,9 @@ class ExploreLR(StagedLRController):
         self.gp = LRSurrogate(config.bounds, use_progress=True, window=48, seed=config.seed)
         self.restorable: bool | None = None
         self.every = 1  # how often workers report, as this stage's lengths assume
+        self.base_lr: list[float] | None = None  # [step, lr] the base schedule last set
+        # whether that LR was above the one reported before it (None: not compared yet)
+        self.warming_up: bool | None = None
 
     # -- contract -----------------------------------------------------------------------
 
@@ -131,6 +138,12 @@ class ExploreLR(StagedLRController):
         for r in reports:
             flag = r.metrics.get(RESTORABLE_METRIC, 0.0) > 0
             self.restorable = flag if self.restorable is None else self.restorable and flag
+            lr = r.metrics.get("lr")  # the agent adds the LR it applied at the step
+            if self.last is None and lr is not None:
+                if self.base_lr is not None and r.step > self.base_lr[0]:
+                    self.warming_up = lr > self.base_lr[1] * (1 + 1e-9)
+                if self.base_lr is None or r.step > self.base_lr[0]:
+                    self.base_lr = [r.step, lr]
         super().observe(reports)
 
     def propose(self, plan: Plan) -> Decision | None:
@@ -211,6 +224,8 @@ class ExploreLR(StagedLRController):
             "gp": self.gp.state_dict(),
             "restorable": self.restorable,
             "every": self.every,
+            "base_lr": self.base_lr,
+            "warming_up": self.warming_up,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -218,9 +233,14 @@ class ExploreLR(StagedLRController):
         try:
             self.gp.load_state_dict(state["gp"])
             self.restorable = state["restorable"]
-            self.every = int(state.get("every", 1))  # absent from states before it existed
+            # absent from states written before they existed
+            self.every = int(state.get("every", 1))
             if self.every < 1:
                 raise ValueError(f"every must be >= 1, got {self.every}")
+            base = state.get("base_lr")
+            self.base_lr = None if base is None else [int(base[0]), float(base[1])]
+            rising = state.get("warming_up")
+            self.warming_up = None if rising is None else bool(rising)
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"ExploreLR state is malformed: {e!r}") from None
 
@@ -242,8 +262,14 @@ class ExploreLR(StagedLRController):
         if last is None:
             if self.restorable is None:
                 return None  # wait for a first report: can the workers restore?
+            trouble = self._base_in_trouble(plan)
+            # the base schedule's LR is still rising (its warmup is not over), or only one
+            # report has said what it is
+            rising = self.warming_up or (self.warming_up is None and self.base_lr is not None)
+            if rising and not trouble and plan.last_step < self._warmup_cap():
+                return None
             start = max(c.first_stage, plan.horizon + 1)
-            if self._base_in_trouble(plan):
+            if trouble:
                 start = plan.horizon + 1  # do not wait for explore_at: rescue the run now
             return self._stage_start(0, start, plan)
         until = last["until"]
@@ -304,6 +330,11 @@ class ExploreLR(StagedLRController):
         if lrs[win] == max(lrs) and max(lrs) * EXTEND <= hi:
             return max(lrs) * EXTEND
         return None
+
+    def _warmup_cap(self) -> float:
+        """The last step to wait for the base schedule's warmup at: a quarter of the run."""
+        total = self.config.total_steps
+        return total / 4 if total is not None else math.inf
 
     def _base_in_trouble(self, plan: Plan) -> bool:
         """Whether training on the base schedule, before the first stage, diverged or its
