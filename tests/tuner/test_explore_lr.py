@@ -33,9 +33,10 @@ class Recorder(ExploreLR):
         super().accept(decision)
 
 
-def _run(**kw: Any) -> tuple[Recorder, Any]:
+def _run(make: Any = Recorder, **kw: Any) -> tuple[Any, Any]:
+    """``make(config)``'s run on the NQM from init 0.2."""
     cfg = ExploreConfig(init_lr=0.2, lr_min=0.005, lr_max=2.0, total_steps=STEPS, seed=0, **kw)
-    ctl = Recorder(cfg)
+    ctl = make(cfg)
     result = run_controller(
         "explore",
         NQMTrainable(NQM(seed=0)),
@@ -381,17 +382,8 @@ class SparseRecorder(Recorder):
 
 
 def _run_sparse(every: int) -> SparseRecorder:
-    cfg = ExploreConfig(init_lr=0.2, lr_min=0.005, lr_max=2.0, total_steps=STEPS, seed=0)
-    ctl = SparseRecorder(cfg, every)
-    run_controller(
-        "explore",
-        NQMTrainable(NQM(seed=0)),
-        ctl,
-        lambda s: 0.2,
-        total_steps=STEPS,
-        eval_every=100,
-        seed=0,
-    )
+    ctl, _ = _run(lambda cfg: SparseRecorder(cfg, every))
+    assert isinstance(ctl, SparseRecorder)
     return ctl
 
 

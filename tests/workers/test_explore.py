@@ -175,20 +175,8 @@ def test_a_candidate_that_blows_up_reports_diverged_and_is_restored(
             Decision(stage=1, kind=DecisionKind.COMMIT, from_step=10, lr=1e-3, restore_from=5),
         ],
     )
-    model, opt, x, y = _problem()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    sched = agent.lr_scheduler(opt, model=model)
-    losses = []
-    for step in range(14):
-        idx = torch.randint(0, 512, (32,))
-        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        losses.append(loss.item())
-        # NaN/inf during the candidate: no error, whether as a float or a 0-d tensor
-        agent.report(step, loss=loss.item() if step % 2 else loss.detach())
-        sched.step()
+    # NaN/inf during the candidate: no error, whether as a float or a 0-d tensor
+    losses = _train_sgd(agent, 14, restorable=True, tensors=True)
     agent.flush()
     job.ensure_group()
     by_step = {r.step: r.metrics for _, r in job.read_reports("test").reports}
@@ -208,21 +196,21 @@ def test_a_nan_loss_outside_exploration_is_still_an_error(job: JobStore, agent: 
         agent.report(0, loss=math.nan)
 
 
-def _blow_up(agent: Agent, *, model: bool) -> list[float]:
-    """Train under one EXPLORE decision with no snapshot (how ``stagewise`` explores) at an
-    LR that sends the weights to inf; the losses until ``report`` refused one."""
+def _train_sgd(agent: Agent, steps: int, *, restorable: bool, tensors: bool = False) -> list[float]:
+    """Plain SGD on the problem under the job's decisions; its losses. ``tensors``: report
+    every other loss as a 0-d tensor."""
     net, _, x, y = _problem()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
-    sched = agent.lr_scheduler(opt, model=net if model else None)
+    sched = agent.lr_scheduler(opt, model=net if restorable else None)
     losses: list[float] = []
-    for step in range(10):
+    for step in range(steps):
         idx = torch.randint(0, 512, (32,))
         loss = torch.nn.functional.mse_loss(net(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         losses.append(loss.item())
-        agent.report(step, loss=loss.item())
+        agent.report(step, loss=loss.detach() if tensors and step % 2 == 0 else loss.item())
         sched.step()
     return losses
 
@@ -239,7 +227,7 @@ def test_a_blow_up_no_snapshot_can_undo_is_an_error_naming_the_lr(
     )
     expected = r"LR in force was 1e\+30 \(tautune decision v1\)"
     with pytest.raises(InvalidMetricError, match=expected) as e:
-        _blow_up(agent, model=model)
+        _train_sgd(agent, 10, restorable=model)  # an EXPLORE decision with no snapshot
     assert ("pass model=" in str(e.value)) is not model
     agent.flush()
     job.ensure_group()

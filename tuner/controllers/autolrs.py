@@ -66,6 +66,8 @@ class AutoLRSConfig:
 class AutoLRSClassic(StagedLRController):
     """AutoLRS; see the module docstring."""
 
+    method = "autolrs"
+
     def __init__(self, config: AutoLRSConfig) -> None:
         super().__init__(config.metric, None)
         self.config = config
@@ -119,19 +121,7 @@ class AutoLRSClassic(StagedLRController):
             lr = autolrs_classic_pick([cand["lr"] for cand in self.cands[:done]], forecasts)
         else:
             lr = self.stages[-1]["lr"] if self.stages else None
-        return Decision(
-            stage=plan.next_stage,
-            kind=DecisionKind.HOLD,
-            from_step=start,
-            lr=lr,
-            controller="autolrs",
-            info={
-                "segment": {"role": "final", "forecasts": forecasts},
-                "final": True,
-                "detached": True,
-            },
-            restore_from=self.stage_start,
-        )
+        return self._rewind_hold(plan, start, lr, {"role": "final", "forecasts": forecasts})
 
     def accept(self, decision: Decision) -> None:
         seg = dict(decision.info["segment"])

@@ -120,6 +120,7 @@ __all__ = ["ExploreConfig", "ExploreLR"]
 class ExploreLR(StagedLRController):
     """The default LR controller; see the module docstring for the method."""
 
+    method = "explore"
     lr_now: float
 
     def __init__(self, config: ExploreConfig) -> None:
@@ -172,18 +173,8 @@ class ExploreLR(StagedLRController):
                 return replace(decision, info=info)
             seg["lr_end"] = None  # an earlier stage's commit: hold its LR from here on
             return replace(decision, until_step=None, lr_end=None, info=info)
-        lr = None  # stage 0 started from the base schedule
-        if self.stages:
-            lr = self.stages[-1]["lr_end"] or self.stages[-1]["lr"]
-        return Decision(
-            stage=plan.next_stage,
-            kind=DecisionKind.HOLD,
-            from_step=start,
-            lr=lr,
-            controller="explore",
-            info={"segment": {"role": "detach", "from": start}, "final": True, "detached": True},
-            restore_from=self.stage_start,
-        )
+        lr = self._stage_lr() if self.stages else None  # stage 0: the base schedule
+        return self._rewind_hold(plan, start, lr, {"role": "detach", "from": start})
 
     def accept(self, decision: Decision) -> None:
         seg = dict(decision.info["segment"])

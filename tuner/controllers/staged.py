@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tuner.controllers.base import LRController
+from tuner.controllers.base import LRController, Plan
 from tuner.controllers.curves import StepCurve
 from tuner.errors import ConfigError
-from tuner.records import Report
+from tuner.records import Decision, DecisionKind, Report
 
 
 class StagedLRController(LRController):
     """Stages of candidates tried from one snapshot, then a commit.
+
+    Subclasses set ``method``, the name their decisions carry.
 
     Attributes:
         curve: The scored metric by step, averaged over ranks.
@@ -25,6 +27,8 @@ class StagedLRController(LRController):
         stages: Finished stages, for status and plots.
         finished: Whether the last decision was final.
     """
+
+    method = "staged"
 
     def __init__(self, metric: str, lr_now: float | None) -> None:
         self.curve = StepCurve(metric)
@@ -50,6 +54,21 @@ class StagedLRController(LRController):
 
     def metrics(self) -> tuple[str, ...]:
         return (self.curve.metric,)
+
+    def _rewind_hold(
+        self, plan: Plan, start: int, lr: float | None, segment: dict[str, Any]
+    ) -> Decision:
+        """Detached mid-stage: from ``start`` every rank goes back to the stage's snapshot
+        and holds ``lr`` (``None``: its base schedule) for good."""
+        return Decision(
+            stage=plan.next_stage,
+            kind=DecisionKind.HOLD,
+            from_step=start,
+            lr=lr,
+            controller=self.method,
+            info={"segment": segment, "final": True, "detached": True},
+            restore_from=self.stage_start,
+        )
 
     def _staged_state(self) -> dict[str, Any]:
         """The shared part of ``state_dict()``: JSON data."""
