@@ -41,11 +41,16 @@ def _problem() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor, to
     return model, opt, x, y
 
 
-def _train(agent: Agent, steps: int) -> tuple[list[float], list[float], StateMover]:
-    """Train with random batches from the global RNG; per-step losses and LRs."""
+def _train(
+    agent: Agent, steps: int, *, sgd: bool = False, restorable: bool = True, tensors: bool = False
+) -> tuple[list[float], list[float], StateMover | None]:
+    """Train with random batches from the global RNG (AdamW, or plain SGD at 1e-3); per-step
+    losses and LRs, and the scheduler's state mover. ``tensors``: report every other loss
+    as a 0-d tensor."""
     model, opt, x, y = _problem()
-    sched = agent.lr_scheduler(opt, model=model)
-    assert sched.mover is not None
+    if sgd:
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    sched = agent.lr_scheduler(opt, model=model if restorable else None)
     losses, lrs = [], []
     for step in range(steps):
         idx = torch.randint(0, 512, (32,))
@@ -55,7 +60,7 @@ def _train(agent: Agent, steps: int) -> tuple[list[float], list[float], StateMov
         opt.step()
         losses.append(loss.item())
         lrs.append(opt.param_groups[0]["lr"])
-        agent.report(step, loss=loss.item())
+        agent.report(step, loss=loss.detach() if tensors and step % 2 == 0 else loss.item())
         sched.step()
     return losses, lrs, sched.mover
 
@@ -96,7 +101,7 @@ def test_restore_repeats_the_candidate_bit_for_bit(job: JobStore, agent: Agent) 
     assert lrs[10:30] == [3e-2] * 20
     # the commit restarts from the same state with another LR: same first loss, then not
     assert losses[30] == losses[10] and losses[31] != losses[11]
-    assert mover.snapshots_taken == 1 and mover.restores == 2
+    assert mover is not None and mover.snapshots_taken == 1 and mover.restores == 2
     # steps kept counting up through the restores, and the reports say so
     agent.flush()
     assert agent.reports_sent == 40
@@ -176,7 +181,7 @@ def test_a_candidate_that_blows_up_reports_diverged_and_is_restored(
         ],
     )
     # NaN/inf during the candidate: no error, whether as a float or a 0-d tensor
-    losses = _train_sgd(agent, 14, restorable=True, tensors=True)
+    losses, _, _ = _train(agent, 14, sgd=True, tensors=True)
     agent.flush()
     job.ensure_group()
     by_step = {r.step: r.metrics for _, r in job.read_reports("test").reports}
@@ -196,25 +201,6 @@ def test_a_nan_loss_outside_exploration_is_still_an_error(job: JobStore, agent: 
         agent.report(0, loss=math.nan)
 
 
-def _train_sgd(agent: Agent, steps: int, *, restorable: bool, tensors: bool = False) -> list[float]:
-    """Plain SGD on the problem under the job's decisions; its losses. ``tensors``: report
-    every other loss as a 0-d tensor."""
-    net, _, x, y = _problem()
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
-    sched = agent.lr_scheduler(opt, model=net if restorable else None)
-    losses: list[float] = []
-    for step in range(steps):
-        idx = torch.randint(0, 512, (32,))
-        loss = torch.nn.functional.mse_loss(net(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        losses.append(loss.item())
-        agent.report(step, loss=loss.detach() if tensors and step % 2 == 0 else loss.item())
-        sched.step()
-    return losses
-
-
 @pytest.mark.parametrize("model", [True, False], ids=["restorable", "not-restorable"])
 def test_a_blow_up_no_snapshot_can_undo_is_an_error_naming_the_lr(
     job: JobStore, agent: Agent, model: bool
@@ -227,7 +213,7 @@ def test_a_blow_up_no_snapshot_can_undo_is_an_error_naming_the_lr(
     )
     expected = r"LR in force was 1e\+30 \(tautune decision v1\)"
     with pytest.raises(InvalidMetricError, match=expected) as e:
-        _train_sgd(agent, 10, restorable=model)  # an EXPLORE decision with no snapshot
+        _train(agent, 10, sgd=True, restorable=model)  # an EXPLORE decision, no snapshot
     assert ("pass model=" in str(e.value)) is not model
     agent.flush()
     job.ensure_group()
