@@ -236,7 +236,8 @@ class Agent:
 
     def _wait_at_boundary(self, step: int) -> Any:
         self.flush()  # the head may be waiting for exactly these reports
-        self.store.mark_waiting(self.rank, step)  # ...or for word that no more are coming
+        if self._last_step < step - 1:  # ...or, from a rank that reports every N steps,
+            self.store.mark_waiting(self.rank, step)  # for word that no more are coming
         start = time.monotonic()
         delay = 0.002
         while True:
