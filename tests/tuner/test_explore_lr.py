@@ -15,6 +15,7 @@ from tuner.bench.nqm import NQM
 from tuner.controllers import candidate_scores as scoring
 from tuner.controllers.base import Plan
 from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
+from tuner.controllers.explore_segments import extension, segment_decision
 from tuner.errors import ConfigError
 from tuner.records import Decision, DecisionKind, Report
 
@@ -318,11 +319,11 @@ def test_an_edge_winner_tied_with_its_neighbour_needs_no_probe_beyond_the_edge()
     tied = _stage0(0.1, {0.1: INIT_TAIL, 0.4: TIED_TAIL})
     scores = scoring.cooled_scores(tied.curve, tied.cands)
     assert scoring.winner(tied.cands, scores) == 1 and tied._tie(tied.cands, 1)[0] == 0
-    assert tied._extension(tied.cands, scores) is None
+    assert extension(tied, tied.cands, scores) is None
     clear = _stage0(0.1, {0.1: INIT_TAIL, 0.4: CLEAR_TAIL})
     scores = scoring.cooled_scores(clear.curve, clear.cands)
     assert clear._tie(clear.cands, 1)[0] is None
-    assert clear._extension(clear.cands, scores) == pytest.approx(1.6)
+    assert extension(clear, clear.cands, scores) == pytest.approx(1.6)
 
 
 def test_a_tie_with_init_trains_halfway_between_from_inits_steps() -> None:
@@ -330,7 +331,7 @@ def test_a_tie_with_init_trains_halfway_between_from_inits_steps() -> None:
     end = ctl.cands[-1]["tail"][1]
     seg = {"role": "commit", "from": end, "scores": scoring.cooled_scores(ctl.curve, ctl.cands)}
     assert scoring.winner(ctl.cands, seg["scores"]) == 1  # 0.025 scores lower...
-    d = ctl._decision(seg, Plan(horizon=end - 1, last_step=end - 1))
+    d = segment_decision(ctl, seg, Plan(horizon=end - 1, last_step=end - 1))
     assert d.lr == pytest.approx(0.05)  # ...but ties with init: halfway, in log-LR
     assert d.restore_from == ctl.cands[2]["tail"][0]  # from init's kept probe steps
     assert seg["tie_lr"] == 0.1

@@ -103,16 +103,17 @@ from typing import Any
 from tuner.bo.surrogate import LRSurrogate
 from tuner.controllers import candidate_scores as scoring
 from tuner.controllers.base import Plan
-from tuner.controllers.explore_config import (
-    EXTEND,
-    FIRST_STAGE_FACTORS,
-    MAX_EXTENSIONS,
-    ExploreConfig,
-    report_interval,
+from tuner.controllers.explore_config import ExploreConfig, report_interval
+from tuner.controllers.explore_segments import (
+    extension,
+    segment_decision,
+    sparse_restart,
+    stage_candidates,
+    stage_lr,
 )
 from tuner.controllers.staged import StagedLRController
 from tuner.errors import ConfigError
-from tuner.records import RESTORABLE_METRIC, Decision, DecisionKind, Report
+from tuner.records import RESTORABLE_METRIC, Decision, Report
 
 __all__ = ["ExploreConfig", "ExploreLR"]
 
@@ -153,7 +154,7 @@ class ExploreLR(StagedLRController):
         seg = self._next(plan)
         if seg is None:
             return None
-        return self._decision(seg, plan)
+        return segment_decision(self, seg, plan)
 
     def detach_decision(self, plan: Plan) -> Decision | None:
         """Mid-stage, the candidate in force would be thrown away: commit the best one
@@ -167,13 +168,13 @@ class ExploreLR(StagedLRController):
         scores = self._scores()
         if scoring.winner(self.cands, scores) is not None:
             seg = {"role": "commit", "from": start, "scores": scores, "final": True}
-            decision = self._decision(seg, plan)
+            decision = segment_decision(self, seg, plan)
             info = {**decision.info, "final": True, "detached": True}
             if decision.until_step == self.config.total_steps:  # the run's last commit
                 return replace(decision, info=info)
             seg["lr_end"] = None  # an earlier stage's commit: hold its LR from here on
             return replace(decision, until_step=None, lr_end=None, info=info)
-        lr = self._stage_lr() if self.stages else None  # stage 0: the base schedule
+        lr = stage_lr(self) if self.stages else None  # stage 0: the base schedule
         return self._rewind_hold(plan, start, lr, {"role": "detach", "from": start})
 
     def accept(self, decision: Decision) -> None:
@@ -279,7 +280,7 @@ class ExploreLR(StagedLRController):
             return None  # the next segment depends on this one's result
         j, cut = last["cand"], None
         if role == "probe" and j == 0 and last.get("part") == 1 and not last.get("restart"):
-            sparse = self._sparse(last, until)
+            sparse = sparse_restart(self, last, until)
             if sparse is not None:
                 return sparse
         if role == "probe" and last.get("part") == 1:
@@ -298,29 +299,10 @@ class ExploreLR(StagedLRController):
             if not scoring.clear_top(self.curve, cands, scores, self.config.tie_t):
                 return {"role": "probe", "cand": j + 1, **nxt}
             nxt["skipped"] = list(range(j + 1, len(self.cands)))
-        extra = self._extension(cands, scores)
+        extra = extension(self, cands, scores)
         if extra is not None:
             return {"role": "probe", "cand": len(self.cands), "lr": extra, **nxt}
         return {"role": "commit", **nxt}
-
-    def _extension(self, cands: list[dict[str, Any]], scores: dict[str, float]) -> float | None:
-        """An LR beyond the edge when the best candidate is the smallest or the largest one
-        tried (the optimum is not bracketed yet), at most ``MAX_EXTENSIONS`` per stage."""
-        added = sum(1 for cand in cands if cand.get("added"))
-        if added >= MAX_EXTENSIONS:
-            return None
-        win = scoring.winner(cands, scores)
-        if win is None:
-            return None
-        lo, hi = self.config.bounds
-        lrs = [float(cand["lr"]) for cand in cands]
-        if self._tie(cands, win)[0] is not None:
-            return None  # tied with its neighbour: the optimum is between them
-        if lrs[win] == min(lrs) and min(lrs) / EXTEND >= lo:
-            return min(lrs) / EXTEND
-        if lrs[win] == max(lrs) and max(lrs) * EXTEND <= hi:
-            return max(lrs) * EXTEND
-        return None
 
     def _warmup_cap(self) -> float:
         """The last step to wait for the base schedule's warmup at: a quarter of the run."""
@@ -347,58 +329,9 @@ class ExploreLR(StagedLRController):
             return {"role": "anneal", "from": start}
         if self.restorable is False:
             return {"role": "hold", "from": start}
-        cands = self._candidates(stage)
+        cands = stage_candidates(self, stage)
         seg = {"role": "probe", "cand": 0, "from": start, "stage": stage, "cands": cands}
         return seg if every == 1 else {**seg, "every": every}
-
-    def _sparse(self, first: dict[str, Any], until: int) -> dict[str, Any] | None:
-        """The stage again, with probes long enough to be scored, when the first half of
-        its first probe shows workers report less often than its lengths assume (they
-        report every 10 steps, say, and a probe is 30 long: too few reports to score a
-        candidate, or to pair two); ``None`` when they report often enough. When such
-        probes do not fit before the decay, a commit that gives up on this stage."""
-        steps, _ = self.curve.window(first["from"], until)
-        if 2 * len(steps) >= until - first["from"]:
-            return None
-        every = report_interval(self.curve.window(0, until)[0])
-        if every <= self.every:
-            return None
-        c = self.config
-        probe, _, tail = c.lengths(every)
-        end = c.anneal_start if c.anneal_start is not None else math.inf
-        if until + len(self.cands) * (probe + tail) + 2 * probe > end:
-            return {"role": "commit", "scores": {}, "every": every}
-        cands = [float(x["lr"]) for x in self.cands if not x.get("added")]
-        return {
-            "role": "probe",
-            "cand": 0,
-            "from": until,
-            "stage": self.stage,
-            "cands": cands,
-            "restart": True,
-            "every": every,
-        }
-
-    def _candidates(self, stage: int) -> list[float]:
-        c = self.config
-        lo, hi = c.bounds
-        if stage == 0 or not self.stages:
-            raw = [c.init_lr * f for f in FIRST_STAGE_FACTORS]
-        else:
-            last = self.stages[-1]
-            win = float(last["lr"])
-            box = (max(lo, win / c.trust), min(hi, win * c.trust))
-            p = self._progress(stage)
-            picks = [win / 2, win * 2]
-            if len(self.gp) >= 4:
-                picks.append(self.gp.best_lr(progress=p, bounds=box))
-                extra = c.candidates - len(picks)
-                if extra > 0 and box[0] < box[1]:
-                    picks += self.gp.suggest(extra, progress=p, bounds=box)
-            else:
-                picks.append(win)
-            raw = picks
-        return _spread(sorted(min(max(x, lo), hi) for x in raw))[::-1]
 
     def _progress(self, stage: int) -> float:
         return min(1.0, stage / max(1, self.config.stages))
@@ -460,119 +393,3 @@ class ExploreLR(StagedLRController):
         )
         self.stages = self.stages[-64:]
         self.curve.prune(seg["from"])
-
-    # -- decisions ----------------------------------------------------------------------
-
-    def _decision(self, seg: dict[str, Any], plan: Plan) -> Decision:
-        c = self.config
-        probe_steps, first_half, tail_steps = c.lengths(seg.get("every", self.every))
-        role = seg["role"]
-        start = seg.get("from")
-        if start is None:
-            assert self.last is not None and self.last["until"] is not None
-            start = self.last["until"]
-        info: dict[str, Any] = {"segment": seg}
-        kw: dict[str, Any] = {}
-        if role == "anneal":
-            until = c.total_steps
-            if until is None or until <= start + 1:
-                until = None
-            kind, lr = DecisionKind.COMMIT, self.lr_now
-            kw["lr_end"] = c.final_lr if until is not None else None
-            info["final"] = True
-        elif role == "hold":  # workers that cannot restore: decay linearly, explore nothing
-            kind, lr, until = DecisionKind.COMMIT, self.lr_now, c.total_steps
-            if until is not None and until > start + 1:
-                kw["lr_end"], info["final"], seg["final"] = c.final_lr, True, True
-            else:
-                until = None
-        elif role == "probe" and seg.get("part") == 2:
-            lr = self.cands[seg["cand"]]["lr"]
-            kind, until = DecisionKind.EXPLORE, start + probe_steps - first_half
-        elif role == "probe":
-            cands = seg["cands"] if seg["cand"] == 0 else [x["lr"] for x in self.cands]
-            j = seg["cand"]
-            lr = cands[j] if j < len(cands) else seg["lr"]
-            kind, until = DecisionKind.EXPLORE, start + probe_steps
-            if first_half < probe_steps:
-                seg["part"], until = 1, start + first_half
-                ref = self._reference(lr)
-                if ref is not None:
-                    seg["ref"] = ref
-            if seg["cand"] == 0 and not seg.get("restart"):
-                kw["snapshot"] = True
-            else:
-                kw["restore_from"] = self.stage_start
-        elif role == "tail":
-            lr = self.cands[seg["cand"]]["lr"]
-            kind, until = DecisionKind.EXPLORE, start + tail_steps
-            kw["lr_end"], kw["snapshot"] = lr * c.tail_end_ratio, True
-        else:  # commit
-            # the cut this segment carries (the last probe's) is accepted after it is made
-            cands = self.cands if "cut" not in seg else scoring.with_cut(self.cands, seg["cut"])
-            win = scoring.winner(cands, seg["scores"])
-            if win is None:  # nothing could be scored: back to where the stage started
-                kind, lr = DecisionKind.COMMIT, self._stage_lr()
-                kw["restore_from"] = self.stage_start
-            else:
-                kind, lr = (
-                    DecisionKind.COMMIT,
-                    scoring.parabola_lr(
-                        [float(x["lr"]) for x in cands],
-                        seg["scores"],
-                        win,
-                        scoring.stand_ins(self.curve, cands),
-                    ),
-                )
-                other, t = self._tie(cands, win)
-                seg["tie_t"] = t if t is not None and math.isfinite(t) else None
-                if other is not None:  # halfway (in log), from the larger one's steps
-                    lrs = (float(cands[win]["lr"]), float(cands[other]["lr"]))
-                    lr = math.sqrt(lrs[0] * lrs[1])
-                    win, seg["tie_lr"] = (win if lrs[0] > lrs[1] else other), lrs[1]
-                kw["restore_from"] = self.cands[win]["tail"][0]
-            seg["lr"] = lr
-            nominal = c.first_stage + (self.stage + 1) * c.stage_span
-            until = max(nominal, start + probe_steps)
-            if c.anneal_start is not None and until + 2 * probe_steps > c.anneal_start:
-                until = c.anneal_start
-            kw["lr_end"] = seg["lr_end"] = lr * self._decay(lr)
-            if c.shape == "linear" and c.total_steps is not None and self.stage + 1 >= c.stages:
-                until, seg["final"] = c.total_steps, True
-                kw["lr_end"] = seg["lr_end"] = c.final_lr
-                info["final"] = True
-        return Decision(
-            stage=plan.next_stage,
-            kind=kind,
-            from_step=start,
-            until_step=until,
-            lr=lr,
-            controller="explore",
-            info=info,
-            **kw,
-        )
-
-    def _stage_lr(self) -> float:
-        """The LR the stage under way started from: the last commit's end, or ``init_lr``."""
-        if not self.stages:
-            return self.config.init_lr
-        prev = self.stages[-1]
-        return float(prev["lr_end"] if prev.get("lr_end") is not None else prev["lr"])
-
-    def _decay(self, lr: float) -> float:
-        """Ratio the commit decays by over its stage: the last ratio between stage winners
-        (the LR the stages pick falls as training goes on), within [``min_decay``, 1]."""
-        c = self.config
-        if not self.stages or c.min_decay >= 1:
-            return 1.0
-        prev = float(self.stages[-1]["lr"])
-        return min(1.0, max(c.min_decay, lr / prev))
-
-
-def _spread(lrs: Sequence[float], factor: float = 1.25) -> list[float]:
-    """Ascending LRs with near-duplicates (within ``factor``) dropped."""
-    out: list[float] = []
-    for lr in sorted(lrs):
-        if not out or lr > out[-1] * factor:
-            out.append(lr)
-    return out
