@@ -55,8 +55,9 @@ class JobMeta:
         }
 
     def mark_waiting(self, rank: int, step: int) -> None:
-        """Record that ``rank`` has trained every step before ``step``, sent its reports
-        for them, and waits for the decision covering ``step``."""
+        """Record that ``rank`` has trained every step before ``step``, flushed the reports
+        it made for them (a loop that steps its scheduler before it reports still owes the
+        last one) and waits for the decision covering ``step``."""
         self.store.call(lambda c: c.hset(self.keys.waiting, str(rank), str(step)))
 
     def waiting(self) -> dict[int, int]:
