@@ -16,7 +16,7 @@ from typing import Any
 from trials.store import JobStore
 from tuner.controllers.base import Plan, PopulationController
 from tuner.errors import DecisionConflictError
-from tuner.head import CONSUMER
+from tuner.head import CONSUMER, reported_through
 from tuner.loop import Loop
 from tuner.records import Decision
 
@@ -78,17 +78,15 @@ class PopulationLoop(Loop):
         if self.beat() and self.store.detach_requested():
             self.store.clear_detach()
             self.stop()
-        got, drained = 0, []
+        got, waiting = 0, []
         for i, trial in enumerate(self.trials):
+            marks = trial.waiting()  # before the read, as in HeadLoop
             batch = trial.read_reports(CONSUMER)
             got += len(batch.ids)
-            drained.append(batch.last_id is None)
+            waiting.append(marks if batch.last_id is None else None)
             self._take(i, batch)
         for i, trial in enumerate(self.trials):
-            steps = [s for _, s in trial.progress().values()]
-            if drained[i]:  # as in HeadLoop: a rank waiting at a boundary reported all before it
-                steps += [s - 1 for s in trial.waiting().values()]
-            last_step = max(steps, default=-1)
+            last_step = reported_through(trial, waiting=waiting[i])
             plan = Plan(horizon=trial.horizon(), last_step=last_step, next_stage=self.next_stage[i])
             decision = self.controller.propose(i, plan)
             if decision is not None:
