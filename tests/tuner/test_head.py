@@ -156,3 +156,24 @@ def test_reports_without_the_controllers_metric_are_a_warning_in_status(
     assert job_status(job)["warning"] == loop.warning
     HeadLoop(job, build_controller(spec)).resync()  # a new head checks afresh
     assert job_status(job)["warning"] is None
+
+
+def test_the_plan_waits_for_every_live_rank_and_for_reports_the_head_has_read(
+    store: Store,
+) -> None:
+    from tuner.head import reported_through
+    from tuner.records import Report
+
+    job = store.job("two-ranks")
+    job.append_reports([Report(rank=0, step=s, metrics={"loss": 1.0}) for s in range(102)])
+    job.append_reports([Report(rank=1, step=s, metrics={"loss": 1.0}) for s in range(96)])
+    for rank in (0, 1):
+        job.heartbeat(rank, ttl_s=30, info={})
+    # under DDP the first rank to get there is not the stage's data: rank 1 is behind
+    assert reported_through(job) == 95
+    # ...unless it waits at step 102: it sent what it had (every 10th step, say)
+    assert reported_through(job, waiting={1: 102}) == 101
+    # stored is not read: the controller has seen rank 0 only up to 99
+    assert reported_through(job, taken={0: 99}, waiting={1: 102}) == 99
+    job.release(1)  # a rank that is gone does not hold the others back
+    assert reported_through(job) == 101
