@@ -165,6 +165,11 @@ class JobKeys:
         """String with TTL: the heartbeat of ``rank``."""
         return f"{self.base}:lease:{int(rank)}"
 
+    def peer_state(self, trial: int, rank: int, step: int) -> str:
+        """String with TTL: the training state ``rank`` of ``trial`` published at ``step``
+        for the other trials of a population job (bytes; :mod:`trials.peer_states`)."""
+        return f"{self.job_base}:peer:{int(trial)}:{int(rank)}:{int(step)}"
+
     @property
     def control(self) -> str:
         """Hash: requests to the head (``detach``: a timestamp) from ``tautune detach``."""

@@ -130,6 +130,8 @@ def decision_to_json(decision: Decision) -> str:
             "info": dict(decision.info),
             "snapshot": decision.snapshot,
             "restore_from": decision.restore_from,
+            "restore_peer": decision.restore_peer,
+            "publish": decision.publish,
         }
     )
 
@@ -151,6 +153,8 @@ def decision_from_json(raw: bytes | str, where: str) -> Decision:
             info=obj.get("info") or {},
             snapshot=bool(obj.get("snapshot", False)),
             restore_from=obj.get("restore_from"),
+            restore_peer=obj.get("restore_peer"),
+            publish=bool(obj.get("publish", False)),
         )
     except (ConfigError, ValueError, TypeError) as e:
         raise MalformedEntryError(f"{where}: {e}") from None

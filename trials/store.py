@@ -27,6 +27,7 @@ from trials.connection import Store as Store
 from trials.connection import redact as redact
 from trials.connection import resolve_url as resolve_url
 from trials.job_meta import JobMeta
+from trials.peer_states import PeerStates
 from trials.results import AppendResult as AppendResult
 from trials.results import Claim as Claim
 from trials.results import ReadBatch as ReadBatch
@@ -56,7 +57,7 @@ def _script(name: str) -> str:
     return resources.files("trials").joinpath("lua").joinpath(name).read_text()
 
 
-class JobStore(JobMeta):
+class JobStore(JobMeta, PeerStates):
     """One job's reports, decisions, controller states and leases.
 
     Args:

@@ -190,8 +190,11 @@ def tune(
         redis_url: Redis (default ``$TAUTUNE_REDIS_URL``, else an embedded server).
         ray_address: Ray cluster (default: the connected one, else a new local Ray).
         population: Run P trials of the job (each with ``num_workers`` ranks) sharing one
-            head, which explores P learning rates around its center in parallel; the result
-            is the best trial's, with every trial in ``Result.trials``. Needs ``lr``.
+            head; the result is the best trial's, with every trial in ``Result.trials``.
+            Needs ``lr``. With ``LRSpec(method="explore")`` (workers pass ``model=``) each
+            trial probes one candidate LR from a shared state and every trial goes on
+            from the winner's (:mod:`tuner.controllers.population_explore`); otherwise
+            the trials explore P learning rates around a centre without exchanging weights.
 
     Ctrl-C stops the workers and the head and re-raises ``KeyboardInterrupt``.
     """

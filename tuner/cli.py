@@ -268,10 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tuner.bench.lr_cli import add_parser as add_lr_benchmarks
     from tuner.bench.mixture_cli import add_parser as add_mixture_benchmarks
     from tuner.bench.peers_cli import add_parser as add_peers_benchmark
+    from tuner.bench.population_cli import add_parser as add_population_benchmark
 
     add_lr_benchmarks(bench_tasks)
     add_mixture_benchmarks(bench_tasks)
     add_peers_benchmark(bench_tasks)
+    add_population_benchmark(bench_tasks)
     add_control_plane_benchmark(bench_tasks)
     return parser
 

@@ -85,12 +85,21 @@ class PopulationLoop(Loop):
             got += len(batch.ids)
             waiting.append(marks if batch.last_id is None else None)
             self._take(i, batch)
-        for i, trial in enumerate(self.trials):
-            last_step = reported_through(trial, waiting=waiting[i])
-            plan = Plan(horizon=trial.horizon(), last_step=last_step, next_stage=self.next_stage[i])
+        horizons = tuple(trial.horizon() for trial in self.trials)
+        reported = tuple(
+            reported_through(trial, waiting=waiting[i]) for i, trial in enumerate(self.trials)
+        )
+        for i in range(len(self.trials)):
+            plan = Plan(
+                horizon=horizons[i],
+                last_step=reported[i],
+                next_stage=self.next_stage[i],
+                peers_horizon=horizons,
+                peers_last_step=reported,
+            )
             decision = self.controller.propose(i, plan)
-            if decision is not None:
-                self._commit(i, decision)
+            if decision is not None and not self._commit(i, decision):
+                horizons = tuple(trial.horizon() for trial in self.trials)
         if any(self.pending) and time.monotonic() - self._last_checkpoint > self.checkpoint_every_s:
             self._commit(0, None)
         if not got:

@@ -124,6 +124,11 @@ class Decision:
         restore_from: At ``from_step`` (after the snapshot, if any), every rank restores the
             state it saved at that step. Steps keep counting up: a step is one optimizer
             step of work, so exploration is counted and reports never go backwards.
+        restore_peer: Population jobs: at ``from_step``, before anything else, every rank
+            loads the state that the same rank of trial ``restore_peer`` published at
+            ``from_step`` (waiting for it), so the trials go on from one state.
+        publish: Population jobs: at ``from_step``, after the other directives, every rank
+            publishes its state for the other trials (see ``restore_peer``).
     """
 
     stage: int
@@ -138,8 +143,18 @@ class Decision:
     info: Mapping[str, Any] = field(default_factory=dict)
     snapshot: bool = False
     restore_from: int | None = None
+    restore_peer: int | None = None
+    publish: bool = False
 
     def __post_init__(self) -> None:
+        if self.restore_peer is not None and (
+            isinstance(self.restore_peer, bool)
+            or not isinstance(self.restore_peer, int)
+            or self.restore_peer < 0
+        ):
+            raise ConfigError(
+                f"Decision.restore_peer must be a trial index >= 0, got {self.restore_peer!r}"
+            )
         if self.restore_from is not None and not (
             isinstance(self.restore_from, int)
             and not isinstance(self.restore_from, bool)
@@ -174,8 +189,13 @@ class Decision:
 
     @property
     def moves_state(self) -> bool:
-        """Whether workers snapshot or restore at ``from_step``."""
-        return self.snapshot or self.restore_from is not None
+        """Whether workers snapshot, restore or publish their state at ``from_step``."""
+        return (
+            self.snapshot
+            or self.publish
+            or self.restore_from is not None
+            or self.restore_peer is not None
+        )
 
     def covers(self, step: int) -> bool:
         """Whether ``step`` lies in ``[from_step, until_step)``."""

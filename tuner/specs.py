@@ -145,6 +145,12 @@ def _build_lr(
             # the first report, which picks the method, the workers are already training.
             import tuner.controllers.explore_lr  # noqa: F401
         return auto if build else None
+    config = _build_config(method, settings)
+    return _lr_controller(method, config) if build else None
+
+
+def _build_config(method: str, settings: dict[str, Any]) -> Any:
+    """LR method ``method``'s config from ``settings``, checked."""
     config_cls, required = _lr_config(method)
     known = lr_settings(method)
     unknown = sorted(set(settings) - known)
@@ -156,19 +162,29 @@ def _build_lr(
     if missing:
         raise ConfigError(f"LR method {method!r} needs {', '.join(missing)}")
     try:
-        config = config_cls(**settings)
+        return config_cls(**settings)
     except TypeError as e:
         raise ConfigError(f"LR method {method!r}: {e}") from None
-    return _lr_controller(method, config) if build else None
 
 
 def build_population_controller(spec: Mapping[str, Any], trials: int) -> PopulationController:
-    """The population controller for ``trials`` trials, from an LR spec (``init_lr``,
-    ``tau``, ``total_steps``, bounds...; ``method`` is ignored: populations search with
-    :class:`~tuner.controllers.population.PopulationLR`)."""
+    """The population controller for ``trials`` trials, from an LR spec.
+
+    ``method="explore"``: :class:`~tuner.controllers.population_explore.PopulationExplore`,
+    one candidate per trial from a shared state and every trial on from the winner's (the
+    workers pass ``model=`` to ``agent.lr_scheduler``; the settings are ``explore``'s). Any
+    other method (``auto`` included, since workers that cannot restore must still be
+    tuned): :class:`~tuner.controllers.population.PopulationLR`, which searches around a
+    centre LR without exchanging weights (``init_lr``, ``tau``, ``total_steps``, bounds...).
+    """
     from tuner.controllers.population import PopulationConfig, PopulationLR
 
     settings = {k: v for k, v in spec.items() if k != "method"}
+    if spec.get("method") == "explore":
+        from tuner.controllers.population_explore import PopulationExplore
+
+        config = _build_config("explore", settings)
+        return PopulationExplore(config, trials)
     settings["trials"] = trials
     known = {f.name for f in dataclasses.fields(PopulationConfig)}
     unknown = sorted(set(settings) - known)

@@ -283,12 +283,20 @@ class Agent:
         restore directive raises :class:`~tuner.errors.ConfigError` saying so.
         """
         from workers.explore import StateMover
+        from workers.peers import StorePeers
         from workers.scheduler import TautuneLR
 
         mover = None
         if model is not None:
+            trial = self.store.trial  # a population's trials exchange states (workers.peers)
+            peers = None if trial is None else StorePeers(self.store, self.rank)
             mover = StateMover(
-                model, optimizer, sampler=sampler, extra=extra_state, device=snapshot_device
+                model,
+                optimizer,
+                sampler=sampler,
+                extra=extra_state,
+                device=snapshot_device,
+                peers=peers,
             )
             self._extra = {**self._extra, RESTORABLE_METRIC: 1.0}
         return TautuneLR(

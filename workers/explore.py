@@ -16,18 +16,37 @@ decision of each step, from inside ``scheduler.step()``, which runs after
 ``optimizer.step()`` of the step before: the state saved is the state at the very start of
 the step. The scheduler itself is not part of a snapshot: its step count is the work step
 and must not go back.
+
+In a population job the trials explore one candidate each and then all go on from the
+winner's state: a decision may ask a rank to load the state the same rank of another trial
+published at the same step (``restore_peer``, first) or to publish its own (``publish``,
+last), through a :class:`PeerChannel`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from tuner.errors import ConfigError
 from tuner.records import Decision
-from workers.snapshot import Snapshot, SnapshotStore, restore_all_ranks
+from workers.snapshot import Snapshot, SnapshotStore, restore_all_ranks, wire
+
+
+class PeerChannel(Protocol):
+    """How a rank of one trial of a population job exchanges states with the same rank of
+    the other trials (:class:`workers.peers.StorePeers`)."""
+
+    def publish(self, step: int, blob: bytes) -> None:
+        """Make this rank's state at ``step`` available to the other trials."""
+        ...
+
+    def fetch(self, trial: int, step: int) -> bytes:
+        """The state ``trial`` published at ``step``, waiting for it; raises
+        :class:`~tuner.errors.ConfigError` when it does not come."""
+        ...
 
 
 class StateMover:
@@ -42,6 +61,8 @@ class StateMover:
             objects (the one a DataLoader or a batch sampler draws from).
         device: Where snapshot copies live (``None``: beside the tensors; ``"cpu"``: host).
         max_count: Snapshots kept at most; the oldest is dropped first.
+        peers: In a trial of a population job, the channel to the other trials, for
+            decisions that publish a state or load a peer's (``restore_peer``).
     """
 
     def __init__(
@@ -53,8 +74,10 @@ class StateMover:
         extra: Mapping[str, Any] | None = None,
         device: torch.device | str | None = None,
         max_count: int = 16,
+        peers: PeerChannel | None = None,
     ) -> None:
         self.model = model
+        self.peers = peers
         self.optimizer = optimizer
         self.sampler = sampler
         self.extra = dict(extra or {})
@@ -71,6 +94,8 @@ class StateMover:
         self._done: set[tuple[int, int]] = set()
         self.snapshots_taken = 0
         self.restores = 0
+        self.peer_loads = 0
+        self.published = 0
 
     def apply(self, step: int, decision: Decision | None) -> bool:
         """Carry out ``decision``'s directives if it starts at ``step``; True if restored.
@@ -80,7 +105,8 @@ class StateMover:
 
         Raises:
             ConfigError: the decision restores a snapshot this rank does not hold (taken
-                before the process restarted, or evicted).
+                before the process restarted, or evicted), or exchanges states with peers
+                this rank has no channel to, or a peer's state did not come.
         """
         if decision is None or decision.from_step != step or not decision.moves_state:
             return False
@@ -90,20 +116,46 @@ class StateMover:
         self._done.add(key)
         while len(self._done) > 64:
             self._done.discard(min(self._done))
+        restored = False
+        if decision.restore_peer is not None:
+            peer = decision.restore_peer
+            blob = self._channel(decision).fetch(peer, step)
+            where = f"the state trial {peer} published at step {step}"
+            self._restore(wire.from_bytes(blob, where))
+            self.peer_loads += 1
+            restored = True
         if decision.snapshot:
             self.store.put(step, self._take(step))
             self.snapshots_taken += 1
         source = decision.restore_from
-        if source is None:
-            return False
-        if source not in self.store:
+        if source is not None:
+            if source not in self.store:
+                raise ConfigError(
+                    f"decision v{decision.version} (stage {decision.stage}) restores the "
+                    f"snapshot of step {source} at step {step}, but this rank holds snapshots "
+                    f"of steps {self.store.keys()} only; a rank restarted mid-stage cannot "
+                    "rejoin an exploration stage"
+                )
+            self._restore(self.store.get(source))
+            restored = True
+            for old in self.store:
+                if isinstance(old, int) and old < source:
+                    self.store.discard(old)
+        if decision.publish:
+            self._channel(decision).publish(step, wire.to_bytes(self._take(step)))
+            self.published += 1
+        return restored
+
+    def _channel(self, decision: Decision) -> PeerChannel:
+        if self.peers is None:
             raise ConfigError(
-                f"decision v{decision.version} (stage {decision.stage}) restores the snapshot "
-                f"of step {source} at step {step}, but this rank holds snapshots of steps "
-                f"{self.store.keys()} only; a rank restarted mid-stage cannot rejoin an "
-                "exploration stage"
+                f"decision v{decision.version} (stage {decision.stage}) exchanges training "
+                "states between the trials of a population job, and this rank is not a trial "
+                "of one (attach with trial=, or $TAUTUNE_TRIAL)"
             )
-        snap = self.store.get(source)
+        return self.peers
+
+    def _restore(self, snap: Snapshot) -> None:
         restore_all_ranks(snap, self.model, self.optimizer, None, self.sampler)
         for name, obj in self.extra.items():
             saved = (snap.extra or {}).get(name)
@@ -114,10 +166,6 @@ class StateMover:
             else:
                 obj.load_state_dict(saved)
         self.restores += 1
-        for old in self.store:
-            if isinstance(old, int) and old < source:
-                self.store.discard(old)
-        return True
 
     def _take(self, step: int) -> Snapshot:
         extra = {

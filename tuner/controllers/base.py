@@ -36,11 +36,15 @@ class Plan:
         last_step: Largest step in any report observed so far (-1 before any).
         next_stage: Lowest stage index a new decision may use (decisions written by others,
             such as the hold a detach leaves, take stage indices too).
+        peers_horizon: Population jobs: every trial's ``horizon``, by trial.
+        peers_last_step: Population jobs: every trial's ``last_step``, by trial.
     """
 
     horizon: int
     last_step: int
     next_stage: int = 0
+    peers_horizon: tuple[int, ...] = ()
+    peers_last_step: tuple[int, ...] = ()
 
 
 class Controller(ABC):

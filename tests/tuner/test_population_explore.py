@@ -1,0 +1,205 @@
+"""The population ``explore`` controller, driven in-process on the NQM (no Ray, no Redis)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from tuner.bench.lr import BenchConfig, make_trainable, schedule_fn
+from tuner.bench.lr_population import run_population
+from tuner.controllers.base import Plan, PopulationController
+from tuner.controllers.explore_config import ExploreConfig
+from tuner.controllers.population_explore import PopulationExplore, beyond, first_round
+from tuner.errors import ConfigError
+from tuner.records import Decision, Report
+from tuner.specs import build_population_controller
+
+TOTAL = 600
+
+
+def _config(init_lr: float | None = None) -> ExploreConfig:
+    t = BenchConfig(task="nqm").spec
+    return ExploreConfig(
+        init_lr=init_lr or t.centre,
+        lr_min=t.grid[0] / 4,
+        lr_max=t.grid[-1] * 4,
+        total_steps=TOTAL,
+        explore_budget=0.2,
+    )
+
+
+class Recorder(PopulationController):
+    """Passes everything to ``inner`` and keeps every trial's decisions; at report
+    ``restart_at`` it replaces ``inner`` by a fresh controller loaded from its state, as a
+    head that restarts does."""
+
+    def __init__(self, inner: PopulationExplore, restart_at: int | None = None) -> None:
+        self.inner = inner
+        self.decisions: dict[int, list[Decision]] = {}
+        self.seen = 0
+        self.restart_at = restart_at
+
+    def observe(self, trial: int, reports: Sequence[Report]) -> None:
+        self.seen += len(reports)
+        if self.seen == self.restart_at:
+            fresh = PopulationExplore(self.inner.config, self.inner.trials)
+            fresh.load_state_dict(json.loads(json.dumps(self.inner.state_dict())))
+            self.inner = fresh
+        self.inner.observe(trial, reports)
+
+    def propose(self, trial: int, plan: Plan) -> Decision | None:
+        return self.inner.propose(trial, plan)
+
+    def accept(self, trial: int, decision: Decision) -> None:
+        self.decisions.setdefault(trial, []).append(decision)
+        self.inner.accept(trial, decision)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def summary(self) -> dict[str, Any]:
+        return self.inner.summary()
+
+
+def _run(ctl: PopulationController, trials: int, seeds: Sequence[int], init_lr: float) -> Any:
+    runs = [make_trainable("nqm", s) for s in seeds]
+    result = run_population(
+        "pop",
+        runs,
+        ctl,
+        schedule_fn("constant", init_lr, TOTAL, 0),
+        total_steps=TOTAL,
+        eval_every=50,
+        seed=0,
+    )
+    return result, runs
+
+
+def test_first_round_spreads_candidates_evenly_in_log_lr() -> None:
+    assert first_round(1.0, 3, (1e-3, 1e3)) == pytest.approx([0.25, 1.0, 4.0])
+    assert first_round(1.0, 2, (1e-3, 1e3)) == pytest.approx([0.5, 2.0])
+    assert first_round(1.0, 5, (1e-3, 1e3)) == pytest.approx([1 / 16, 0.25, 1, 4, 16])
+    assert first_round(1.0, 9, (1e-3, 1e3))[4:6] == pytest.approx([1.0, 2.0])
+    assert first_round(1.0, 3, (0.5, 2.0)) == pytest.approx([0.5, 1.0, 2.0])  # clipped
+    assert beyond(4.0, 4.0, 3, (1e-3, 100.0)) == pytest.approx([16.0, 64.0, 100.0])
+
+
+def test_trials_start_from_one_state_and_all_go_on_from_the_winners() -> None:
+    init = _config().init_lr
+    rec = Recorder(PopulationExplore(_config(), 3))
+    result, runs = _run(rec, 3, seeds=(0, 1, 2), init_lr=init)
+    d0, d1, d2 = (rec.decisions[i] for i in range(3))
+    first = next(d for d in d0 if d.info["segment"]["role"] == "probe")
+    start = first.from_step
+    # round 0: trial 0 publishes its state, the others load it
+    assert first.publish and first.snapshot and first.restore_peer is None
+    for d in (d1[0], d2[0]):
+        assert (d.from_step, d.restore_peer, d.snapshot) == (start, 0, True)
+    lrs = [d.lr for d in (first, d1[0], d2[0])]
+    assert lrs == pytest.approx(first_round(init, 3, _config().bounds))
+    # the commit: the winner restores its pre-cool-down snapshot and publishes it
+    commits = [ds[-1] for ds in (d0, d1, d2)]
+    assert all(c.info["segment"]["role"] == "commit" and c.info["final"] for c in commits)
+    assert len({(c.from_step, c.lr, c.lr_end, c.until_step) for c in commits}) == 1
+    r, win = commits[0].info["segment"]["winner"]
+    assert commits[win].publish and commits[win].restore_from is not None
+    assert all(c.restore_peer == win for j, c in enumerate(commits) if j != win)
+    # every trial ends in the same state, though they trained apart before the stage
+    finals = {run.evaluate() for run in runs}
+    assert len(finals) == 1 and result.final_loss in finals
+    assert rec.inner.done and rec.inner.summary()["winner"] == [r, win]
+    # one trial's timeline threw away the cool-downs (and whole rounds when bracketing)
+    probe = first.until_step - start
+    tail = d0[1].until_step - d0[1].from_step
+    rounds = len(rec.inner.rounds)
+    assert result.exploration_steps == tail + (rounds - 1) * (probe + tail)
+
+
+def test_a_winner_at_the_edge_is_bracketed_by_another_round() -> None:
+    low = _config().init_lr / 16  # far too small: the largest candidate wins round 0
+    rec = Recorder(PopulationExplore(_config(low), 3))
+    _run(rec, 3, seeds=(0, 0, 0), init_lr=low)
+    rounds = rec.inner.rounds
+    assert len(rounds) >= 2
+    assert min(rounds[1]["cands"]) > max(rounds[0]["cands"])
+    second = next(d for d in rec.decisions[1] if d.info["segment"].get("round") == 1)
+    assert second.restore_from == rounds[0]["from"]  # back to the stage's start
+    assert rec.inner.result is not None and rec.inner.result["lr"] > max(rounds[0]["cands"])
+
+
+def test_a_head_restarted_mid_stage_decides_exactly_as_one_that_was_not() -> None:
+    def decisions(restart_at: int | None) -> list[tuple[Any, ...]]:
+        rec = Recorder(PopulationExplore(_config(), 3), restart_at=restart_at)
+        _run(rec, 3, seeds=(0, 1, 2), init_lr=_config().init_lr)
+        return [
+            (i, d.from_step, d.until_step, d.lr, d.lr_end, d.restore_from, d.restore_peer)
+            for i in range(3)
+            for d in rec.decisions[i]
+        ]
+
+    assert decisions(None) == decisions(3 * 70 + 1)  # inside the first round
+
+
+def _plan(horizons: tuple[int, ...], reported: tuple[int, ...], trial: int) -> Plan:
+    return Plan(horizons[trial], reported[trial], 0, horizons, reported)
+
+
+def _report(ctl: PopulationExplore, trial: int, step: int, restorable: float = 1.0) -> None:
+    ctl.observe(trial, [Report(rank=0, step=step, metrics={"loss": 1.0, "restorable": restorable})])
+
+
+def test_a_trial_that_went_past_its_decision_leaves_the_stage_to_the_others() -> None:
+    ctl = PopulationExplore(_config(), 3)
+    for t in range(3):
+        _report(ctl, t, 0)
+    h = (0, 0, 0)
+    d0 = ctl.propose(0, _plan(h, h, 0))
+    assert d0 is not None
+    ctl.accept(0, d0.with_version(1))
+    d1 = ctl.propose(1, _plan(h, h, 1))
+    assert d1 is not None and d1.from_step == d0.from_step
+    ctl.accept(1, d1.with_version(1))
+    late = (0, 0, d0.from_step + 3)  # trial 2 trained past the stage's start meanwhile
+    lost = ctl.propose(2, _plan(late, late, 2))
+    assert lost is not None and lost.from_step == d0.from_step + 4 and lost.info["final"]
+    assert lost.restore_peer is None and not lost.moves_state
+    ctl.accept(2, lost.with_version(1))
+    assert ctl.lost == [False, False, True]
+    assert ctl.propose(2, _plan(late, late, 2)) is None
+    tail = ctl.propose(0, _plan(h, h, 0))  # the others go on with the stage
+    assert tail is not None and tail.info["segment"]["role"] == "tail"
+
+
+def test_trials_that_cannot_restore_get_init_lr_decayed_to_the_end() -> None:
+    ctl = PopulationExplore(_config(), 2)
+    for t in range(2):
+        _report(ctl, t, 0, restorable=0.0)
+    h = (0, 0)
+    d = ctl.propose(1, _plan(h, h, 1))
+    assert d is not None and not d.moves_state
+    assert (d.lr, d.lr_end, d.until_step) == (_config().init_lr, 0.0, TOTAL)
+
+
+def test_no_decision_before_every_trial_has_reported() -> None:
+    ctl = PopulationExplore(_config(), 2)
+    _report(ctl, 0, 0)
+    assert ctl.propose(0, _plan((0, -1), (0, -1), 0)) is None
+
+
+def test_the_spec_picks_population_explore_and_checks_its_settings() -> None:
+    ctl = build_population_controller({"method": "explore", "init_lr": 0.1, "total_steps": 500}, 4)
+    assert isinstance(ctl, PopulationExplore) and ctl.trials == 4
+    with pytest.raises(ConfigError, match="unknown setting"):
+        build_population_controller({"method": "explore", "init_lr": 0.1, "tau": 5}, 2)
+    with pytest.raises(ConfigError, match="at least 2 trials"):
+        PopulationExplore(_config(), 1)
+    with pytest.raises(ConfigError, match="malformed"):
+        PopulationExplore(_config(), 2).load_state_dict({"trials": 2})
+    with pytest.raises(ConfigError, match="not one of"):
+        PopulationExplore(_config(), 2).observe(2, [])

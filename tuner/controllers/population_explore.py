@@ -1,0 +1,418 @@
+"""``explore`` for a population: one candidate per trial, at once, then every trial goes on
+from the winner's state.
+
+A population job runs P trials of the same training (``tune(population=P)``). Where
+:class:`~tuner.controllers.explore_lr.ExploreLR` probes its candidates one after another
+from one snapshot, this controller gives each trial one candidate for the same steps:
+
+1. **Sync.** At the stage's first step trial 0 publishes its state and every other trial
+   loads it (:attr:`~tuner.records.Decision.restore_peer`), so all trials start the stage
+   from one state, RNG and data position included: the candidates are compared on the
+   same batches, as the sequential probes are.
+2. **Round.** Trial ``i`` probes candidate ``i`` for ``c`` steps, snapshots, and cools down
+   for ``a`` steps (the lengths of :class:`~tuner.controllers.explore_config.ExploreConfig`,
+   from the same budget). The first round's candidates are spaced evenly in log-LR around
+   ``init_lr`` (:func:`first_round`: ×{¼, 1, 4} for three trials, ×{1/16 … 16} for five).
+3. **Score** each candidate as ``explore`` does: the mean of the last quarter of its
+   cool-down; a candidate that diverged, blew up (its probe ended half again above the
+   stage's start loss) or stalled (cooled down no lower than the start while another got
+   below it) counts as unboundedly bad.
+4. **Bracket.** When the best is the smallest or largest LR tried, every trial restores the
+   stage's snapshot and another round probes P candidates beyond it (twice at most).
+5. **Commit.** The LR is the vertex of the parabola through the best candidate and its
+   neighbours (:func:`~tuner.controllers.candidate_scores.parabola_lr`). The winning trial
+   restores its own pre-cool-down snapshot and publishes it; every other trial loads it.
+   All trials then train the winner's ``c`` probe steps on, at that LR, decaying linearly
+   to ``final_lr`` at ``total_steps``.
+
+So a stage costs each trial ``c + a`` steps per round, of which ``a`` (the cool-down) are
+thrown away on the winner's line; ``explore`` on one trial spends ``(k - 1)(c + a) + a``
+for ``k`` candidates. The trials' total compute is larger, not smaller: what parallel
+exploration buys is time, and more candidates per round.
+
+Every trial must report: a round is scored once every trial has reported its last step,
+so a trial that stops stalls the stage (its peers wait at the boundary, then train on
+their base schedules). Workers that cannot restore get ``init_lr`` decayed linearly to the
+end, as ``explore`` does. States travel through Redis (:mod:`trials.peer_states`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from tuner.controllers import candidate_scores as scoring
+from tuner.controllers.base import Plan, PopulationController
+from tuner.controllers.curves import StepCurve
+from tuner.controllers.explore_config import ExploreConfig, report_interval
+from tuner.errors import ConfigError
+from tuner.records import RESTORABLE_METRIC, Decision, DecisionKind, Report
+
+SPAN = 4.0
+"""Spacing of the first round's candidates for three trials (``init_lr`` ×{¼, 1, 4}, as
+``explore``'s first stage); more trials widen the round up to ``init_lr`` ×/÷ ``SPAN**2``,
+then space it closer."""
+MAX_ROUNDS = 3
+"""Rounds per stage at most: the first and two that bracket past an edge."""
+SYNC_MARGIN = 32
+"""Steps past the furthest trial's horizon at which the stage starts: trials that have no
+decision yet keep claiming steps ahead while the head writes the stage's first decisions."""
+
+
+def first_round(init_lr: float, trials: int, bounds: tuple[float, float]) -> list[float]:
+    """``trials`` LRs evenly spaced in log-LR around ``init_lr`` over ``SPAN**-m .. SPAN**m``
+    with ``m = min((trials - 1) / 2, 2)``, clipped to ``bounds``; ascending. Two trials:
+    ×{½, 2}; three: ×{¼, 1, 4}; five: ×{1/16, ¼, 1, 4, 16}; nine: twofold steps over the same."""
+    half = min((trials - 1) / 2, 2.0) * math.log(SPAN)
+    lo, hi = bounds
+    return [
+        min(max(init_lr * math.exp(half * (-1 + 2 * i / (trials - 1))), lo), hi)
+        for i in range(trials)
+    ]
+
+
+def beyond(edge: float, ratio: float, trials: int, bounds: tuple[float, float]) -> list[float]:
+    """``trials`` LRs past ``edge``, each ``ratio`` (``< 1``: downwards) from the one before,
+    clipped to ``bounds``."""
+    lo, hi = bounds
+    return [min(max(edge * ratio ** (k + 1), lo), hi) for k in range(trials)]
+
+
+class PopulationExplore(PopulationController):
+    """See the module docstring."""
+
+    name = "lr"
+
+    def __init__(self, config: ExploreConfig, trials: int) -> None:
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 2:
+            raise ConfigError(f"a population needs at least 2 trials, got {trials=}")
+        self.config = config
+        self.trials = trials
+        self.curves = [StepCurve(config.metric) for _ in range(trials)]
+        self.restorable: list[bool | None] = [None] * trials
+        self.base_lr: list[float] | None = None  # trial 0's [step, lr] before the stage
+        self.warming_up: bool | None = None
+        self.phase: dict[str, Any] | None = None  # what every trial is being given
+        self.given = [0] * trials  # id of the last phase each trial's decision was stored
+        self.rounds: list[dict[str, Any]] = []  # {"from", "tail", "until", "cands"}
+        self.result: dict[str, Any] | None = None
+        self.finished = False
+        self.lost = [False] * trials  # went past a phase's start before it was given it
+
+    # -- contract -----------------------------------------------------------------------
+
+    def observe(self, trial: int, reports: Sequence[Report]) -> None:
+        self._check(trial)
+        for r in reports:
+            flag = r.metrics.get(RESTORABLE_METRIC, 0.0) > 0
+            was = self.restorable[trial]
+            self.restorable[trial] = flag if was is None else was and flag
+            lr = r.metrics.get("lr")
+            if trial == 0 and self.phase is None and lr is not None:
+                if self.base_lr is not None and r.step > self.base_lr[0]:
+                    self.warming_up = lr > self.base_lr[1] * (1 + 1e-9)
+                if self.base_lr is None or r.step > self.base_lr[0]:
+                    self.base_lr = [r.step, lr]
+        self.curves[trial].add(reports)
+
+    def propose(self, trial: int, plan: Plan) -> Decision | None:
+        self._check(trial)
+        if self.lost[trial]:
+            return None
+        if self.phase is not None and self.given[trial] < self.phase["id"]:
+            if plan.horizon >= self.phase["from"]:
+                return self._lost_decision(trial, plan)
+            return self._decision(trial, self.phase, plan)
+        live = [g for g, lost in zip(self.given, self.lost, strict=True) if not lost]
+        if self.finished or (self.phase is not None and min(live) < self.phase["id"]):
+            return None
+        nxt = self._next(plan)
+        return None if nxt is None else self._decision(trial, nxt, plan)
+
+    def accept(self, trial: int, decision: Decision) -> None:
+        self._check(trial)
+        seg = dict(decision.info["segment"])
+        if seg["role"] == "lost":
+            self.lost[trial] = True
+        elif self.phase is None or seg["id"] > self.phase["id"]:
+            self.phase = seg
+            if seg["role"] == "probe":
+                self.rounds.append(
+                    {
+                        "from": seg["from"],
+                        "tail": seg["until"],
+                        "until": None,
+                        "cands": seg["cands"],
+                    }
+                )
+            elif seg["role"] == "tail":
+                self.rounds[-1]["until"] = seg["until"]
+            else:
+                self.result = {k: seg.get(k) for k in ("lr", "lr_end", "winner", "scores")}
+                self.finished = True
+                for curve in self.curves:
+                    curve.prune(seg["from"])
+        self.given[trial] = seg["id"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "trials": self.trials,
+            "curves": [c.state_dict() for c in self.curves],
+            "restorable": self.restorable,
+            "base_lr": self.base_lr,
+            "warming_up": self.warming_up,
+            "phase": self.phase,
+            "given": self.given,
+            "rounds": self.rounds,
+            "result": self.result,
+            "finished": self.finished,
+            "lost": self.lost,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            if int(state["trials"]) != self.trials:
+                raise ValueError(f"state of {state['trials']} trials, this job has {self.trials}")
+            for curve, saved in zip(self.curves, state["curves"], strict=True):
+                curve.load_state_dict(saved)
+            self.restorable = [None if r is None else bool(r) for r in state["restorable"]]
+            self.base_lr = state["base_lr"]
+            self.warming_up = state["warming_up"]
+            self.phase = state["phase"]
+            self.given = [int(g) for g in state["given"]]
+            self.rounds = list(state["rounds"])
+            self.result = state["result"]
+            self.finished = bool(state["finished"])
+            self.lost = [bool(x) for x in state["lost"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"PopulationExplore state is malformed: {e!r}") from None
+
+    def summary(self) -> dict[str, Any]:
+        lrs, scores, _ = self._scored()
+        if self.result is not None and self.result.get("scores") is not None:
+            scores = self.result["scores"]  # the curves are pruned once the stage is done
+        return {
+            "method": "explore",
+            "trials": self.trials,
+            "rounds": len(self.rounds),
+            "candidates": lrs,
+            "scores": [scores.get(str(j)) for j in range(len(lrs))],
+            "lr": None if self.result is None else self.result["lr"],
+            "winner": None if self.result is None else self.result["winner"],
+            "lost": [j for j, lost in enumerate(self.lost) if lost],
+            "probe_steps": self.config.lengths(self._every())[0],
+        }
+
+    @property
+    def done(self) -> bool:
+        return self.finished
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _check(self, trial: int) -> int:
+        if not 0 <= trial < self.trials:
+            raise ConfigError(f"trial {trial} is not one of this job's {self.trials} trials")
+        return trial
+
+    def _every(self) -> int:
+        return int(self.phase.get("every", 1)) if self.phase is not None else 1
+
+    def _next(self, plan: Plan) -> dict[str, Any] | None:
+        """The phase after the current one, or None if it is not due yet."""
+        c = self.config
+        last = self.phase
+        reported = plan.peers_last_step or (plan.last_step,)
+        if last is None:
+            if any(r is None for r in self.restorable) or len(reported) < self.trials:
+                return None  # every trial must have reported: can they all restore?
+            rising = self.warming_up or (self.warming_up is None and self.base_lr is not None)
+            cap = c.total_steps / 4 if c.total_steps is not None else math.inf
+            if rising and max(reported) < cap:
+                return None
+            ahead = max(plan.peers_horizon or (plan.horizon,))
+            start = max(c.first_stage, ahead + 1 + SYNC_MARGIN)
+            every = report_interval(self.curves[0].window(0, start)[0])
+            probe, _, tail = c.lengths(every)
+            fits = c.total_steps is None or start + 2 * (probe + tail) <= c.total_steps
+            if not all(self.restorable) or not fits:
+                return {"id": 1, "role": "hold", "from": start, "lr": c.init_lr}
+            cands = first_round(c.init_lr, self.trials, c.bounds)
+            return self._round(1, start, cands, every)
+        if last["role"] == "probe":
+            _, _, tail = c.lengths(self._every())
+            return {
+                **self._base(last),
+                "role": "tail",
+                "from": last["until"],
+                "until": last["until"] + tail,
+            }
+        live = [r for r, lost in zip(reported, self.lost, strict=False) if not lost]
+        if last["role"] != "tail" or min(live) < last["until"] - 1:
+            return None
+        return self._after_round(last)
+
+    def _base(self, last: dict[str, Any]) -> dict[str, Any]:
+        return {"id": last["id"] + 1, "round": last["round"], "every": last.get("every", 1)}
+
+    def _round(self, pid: int, start: int, cands: list[float], every: int) -> dict[str, Any]:
+        probe, _, _ = self.config.lengths(every)
+        n = len(self.rounds)
+        return {
+            "id": pid,
+            "role": "probe",
+            "round": n,
+            "from": start,
+            "until": start + probe,
+            "cands": cands,
+            "every": every,
+        }
+
+    def _after_round(self, last: dict[str, Any]) -> dict[str, Any]:
+        c = self.config
+        lrs, scores, unbounded = self._scored()
+        start = last["until"]
+        fair = [j for j in range(len(lrs)) if j not in unbounded and str(j) in scores]
+        if not fair:  # nothing usable: every trial back to the stage's start, at init_lr
+            return {
+                **self._base(last),
+                "role": "commit",
+                "from": start,
+                "lr": c.init_lr,
+                "winner": None,
+                "scores": scores,
+            }
+        win = min(fair, key=lambda j: scores[str(j)])
+        order = sorted(range(len(lrs)), key=lrs.__getitem__)
+        lo, hi = c.bounds
+        edge = win in (order[0], order[-1]) and lrs[win] not in (lo, hi)
+        probe, _, tail = c.lengths(self._every())
+        room = c.total_steps is None or start + 2 * (probe + tail) <= c.total_steps
+        if edge and len(self.rounds) < MAX_ROUNDS and room:
+            first = self.rounds[0]["cands"]
+            ratio = (first[-1] / first[0]) ** (1 / (len(first) - 1))
+            up = win == order[-1]
+            cands = beyond(lrs[win], ratio if up else 1 / ratio, self.trials, c.bounds)
+            return self._round(last["id"] + 1, start, sorted(cands), self._every())
+        lr = scoring.parabola_lr(lrs, scores, win, unbounded)
+        r, j = divmod(win, self.trials)
+        return {
+            **self._base(last),
+            "role": "commit",
+            "from": start,
+            "lr": lr,
+            "winner": [r, j],
+            "scores": scores,
+        }
+
+    def _scored(self) -> tuple[list[float], dict[str, float], set[int]]:
+        """Every candidate of the stage (round by round, trial by trial), the scores of
+        those that cooled down, and the ones that count as unboundedly bad."""
+        lrs: list[float] = []
+        ends: dict[int, float] = {}
+        bad: set[int] = set()
+        start = None
+        if self.rounds:
+            r0 = self.rounds[0]
+            probe = r0["tail"] - r0["from"]
+            _, values = self.curves[0].window(r0["from"], r0["from"] + max(2, probe // 4))
+            start = values[0] if values else None
+        for rnd in self.rounds:
+            for j, lr in enumerate(rnd["cands"]):
+                k = len(lrs)
+                lrs.append(float(lr))
+                if rnd["until"] is None or self.lost[j]:
+                    continue
+                curve = self.curves[j]
+                if curve.diverged(rnd["from"], rnd["until"]):
+                    bad.add(k)
+                    continue
+                end = curve.tail_mean(rnd["tail"], rnd["until"], 1 / 4)
+                raw = curve.tail_mean(rnd["from"], rnd["tail"], 1 / 3)
+                if (
+                    start is not None
+                    and raw is not None
+                    and raw > start + scoring.BLOW_UP * abs(start)
+                ):
+                    bad.add(k)
+                if end is not None and math.isfinite(end):
+                    ends[k] = end
+        if start is not None and any(v < start for v in ends.values()):
+            bad |= {k for k, v in ends.items() if v >= start}  # stalled
+        scores = {str(k): v for k, v in ends.items()}
+        if scores:
+            worst = max(scores.values())
+            for k in bad:
+                scores.setdefault(str(k), worst + max(abs(worst) * 0.05, 1e-6))
+        return lrs, scores, bad
+
+    def _lost_decision(self, trial: int, plan: Plan) -> Decision:
+        """For a trial that trained past the start of a phase it was not given yet (it
+        waited longer than its ``sync_timeout_s``): the rest of its run at the stage's LR
+        (its state is its own now), and no part in the stage."""
+        c = self.config
+        assert self.phase is not None
+        start = plan.horizon + 1
+        lr = float(self.result["lr"]) if self.result is not None else c.init_lr
+        until = c.total_steps if c.total_steps is not None and c.total_steps > start + 1 else None
+        return Decision(
+            stage=plan.next_stage,
+            kind=DecisionKind.COMMIT,
+            from_step=start,
+            until_step=until,
+            lr=lr,
+            lr_end=c.final_lr if until is not None else None,
+            controller="explore",
+            info={
+                "segment": {"id": self.phase["id"], "role": "lost", "from": start},
+                "trial": trial,
+                "final": True,
+            },
+        )
+
+    def _decision(self, trial: int, seg: dict[str, Any], plan: Plan) -> Decision:
+        c = self.config
+        role = seg["role"]
+        kw: dict[str, Any] = {}
+        info: dict[str, Any] = {"segment": seg, "trial": trial}
+        kind = DecisionKind.EXPLORE
+        until = seg.get("until")
+        lr = float(seg["cands"][trial]) if role == "probe" else 0.0
+        if role == "probe":
+            if seg["round"] == 0 and trial == 0:
+                kw["snapshot"] = kw["publish"] = True
+            elif seg["round"] == 0:
+                kw["restore_peer"], kw["snapshot"] = 0, True
+            else:
+                kw["restore_from"] = self.rounds[0]["from"] if self.rounds else seg["from"]
+        elif role == "tail":
+            lr = float(self.rounds[-1]["cands"][trial]) if self.rounds else c.init_lr
+            kw["lr_end"], kw["snapshot"] = lr * c.tail_end_ratio, True
+        else:  # commit or hold: the rest of the run
+            kind, lr, until = DecisionKind.COMMIT, float(seg["lr"]), c.total_steps
+            info["final"] = True
+            if until is not None and until > seg["from"] + 1:
+                kw["lr_end"] = c.final_lr
+            else:
+                until = None
+            win = seg.get("winner")
+            if role == "commit" and win is None:
+                kw["restore_from"] = self.rounds[0]["from"] if self.rounds else None
+            elif role == "commit":
+                r, j = seg["winner"]
+                if trial == j:
+                    kw["restore_from"], kw["publish"] = self.rounds[r]["tail"], True
+                else:
+                    kw["restore_peer"] = j
+        return Decision(
+            stage=plan.next_stage,
+            kind=kind,
+            from_step=seg["from"],
+            until_step=until,
+            lr=lr,
+            controller="explore",
+            info=info,
+            **kw,
+        )
