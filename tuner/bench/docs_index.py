@@ -28,6 +28,12 @@ OTHER_PAGES = (
         "--plot docs/bench-control-plane.png --docs docs/benchmarks-control-plane.md",
     ),
     (
+        "benchmarks-population.md",
+        "Population exploration: one candidate per trial, every trial on from the winner's",
+        "tautune bench population --json docs/bench-population.json "
+        "--docs docs/benchmarks-population.md --trials 3 --jobs 2",
+    ),
+    (
         "benchmarks-mixture.md",
         "Data mixture and curriculum bandits",
         "",

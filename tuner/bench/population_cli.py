@@ -42,6 +42,11 @@ def _run(args: argparse.Namespace) -> int:
         )
         Path(args.docs).write_text(page(doc, command))
         print(f"wrote {args.docs}")
+        from tuner.bench.docs_index import refresh_index
+
+        index = refresh_index(Path(args.docs).parent)
+        if index is not None:
+            print(f"wrote {index}")
     return 0
 
 
