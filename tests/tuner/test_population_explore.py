@@ -11,8 +11,10 @@ import pytest
 from tuner.bench.lr import BenchConfig, make_trainable, schedule_fn
 from tuner.bench.lr_population import run_population
 from tuner.controllers.base import Plan, PopulationController
+from tuner.controllers.curves import StepCurve
 from tuner.controllers.explore_config import ExploreConfig
-from tuner.controllers.population_explore import PopulationExplore, beyond, first_round
+from tuner.controllers.population_explore import PopulationExplore
+from tuner.controllers.population_rounds import beyond, first_round, score_rounds
 from tuner.errors import ConfigError
 from tuner.records import Decision, Report
 from tuner.specs import build_population_controller
@@ -88,6 +90,29 @@ def test_first_round_spreads_candidates_evenly_in_log_lr() -> None:
     assert first_round(1.0, 9, (1e-3, 1e3))[4:6] == pytest.approx([1.0, 2.0])
     assert first_round(1.0, 3, (0.5, 2.0)) == pytest.approx([0.5, 1.0, 2.0])  # clipped
     assert beyond(4.0, 4.0, 3, (1e-3, 100.0)) == pytest.approx([16.0, 64.0, 100.0])
+
+
+def test_rounds_score_the_cool_down_and_flag_blow_ups_and_stalls() -> None:
+    curves = [StepCurve() for _ in range(3)]
+    # steps 0..9 probe, 10..13 cool down; the start loss is 1.0 for every trial
+    paths = {
+        0: [1.0] * 10 + [0.8, 0.7, 0.6, 0.5],  # fine: cools to 0.5
+        1: [1.0] + [2.0] * 9 + [0.9, 0.9, 0.9, 0.9],  # blew up in its probe
+        2: [1.0] * 10 + [1.2, 1.2, 1.2, 1.2],  # cooled down no lower than the start
+    }
+    for j, values in paths.items():
+        curves[j].add([Report(rank=0, step=s, metrics={"loss": v}) for s, v in enumerate(values)])
+    rounds = [{"from": 0, "tail": 10, "until": 14, "cands": [0.1, 1.0, 0.01]}]
+    lrs, scores, bad = score_rounds(curves, rounds, [False] * 3)
+    assert lrs == [0.1, 1.0, 0.01]
+    assert scores["0"] == pytest.approx(0.55) and bad == {1, 2}  # the last two steps
+    assert min(scores, key=scores.__getitem__) == "0"
+    _, scores, bad = score_rounds(curves, rounds, [False, False, True])  # trial 2 lost
+    assert "2" not in scores and bad == {1}
+    curves[0].add([Report(rank=0, step=14, metrics={"diverged": 1.0})])
+    rounds[0]["until"] = 15
+    _, _, bad = score_rounds(curves, rounds, [False] * 3)
+    assert 0 in bad
 
 
 def test_trials_start_from_one_state_and_all_go_on_from_the_winners() -> None:

@@ -47,37 +47,15 @@ from tuner.controllers import candidate_scores as scoring
 from tuner.controllers.base import Plan, PopulationController
 from tuner.controllers.curves import StepCurve
 from tuner.controllers.explore_config import ExploreConfig, report_interval
+from tuner.controllers.population_rounds import beyond, first_round, score_rounds
 from tuner.errors import ConfigError
 from tuner.records import RESTORABLE_METRIC, Decision, DecisionKind, Report
 
-SPAN = 4.0
-"""Spacing of the first round's candidates for three trials (``init_lr`` ×{¼, 1, 4}, as
-``explore``'s first stage); more trials widen the round up to ``init_lr`` ×/÷ ``SPAN**2``,
-then space it closer."""
 MAX_ROUNDS = 3
 """Rounds per stage at most: the first and two that bracket past an edge."""
 SYNC_MARGIN = 32
 """Steps past the furthest trial's horizon at which the stage starts: trials that have no
 decision yet keep claiming steps ahead while the head writes the stage's first decisions."""
-
-
-def first_round(init_lr: float, trials: int, bounds: tuple[float, float]) -> list[float]:
-    """``trials`` LRs evenly spaced in log-LR around ``init_lr`` over ``SPAN**-m .. SPAN**m``
-    with ``m = min((trials - 1) / 2, 2)``, clipped to ``bounds``; ascending. Two trials:
-    ×{½, 2}; three: ×{¼, 1, 4}; five: ×{1/16, ¼, 1, 4, 16}; nine: twofold steps over the same."""
-    half = min((trials - 1) / 2, 2.0) * math.log(SPAN)
-    lo, hi = bounds
-    return [
-        min(max(init_lr * math.exp(half * (-1 + 2 * i / (trials - 1))), lo), hi)
-        for i in range(trials)
-    ]
-
-
-def beyond(edge: float, ratio: float, trials: int, bounds: tuple[float, float]) -> list[float]:
-    """``trials`` LRs past ``edge``, each ``ratio`` (``< 1``: downwards) from the one before,
-    clipped to ``bounds``."""
-    lo, hi = bounds
-    return [min(max(edge * ratio ** (k + 1), lo), hi) for k in range(trials)]
 
 
 class PopulationExplore(PopulationController):
@@ -308,45 +286,7 @@ class PopulationExplore(PopulationController):
         }
 
     def _scored(self) -> tuple[list[float], dict[str, float], set[int]]:
-        """Every candidate of the stage (round by round, trial by trial), the scores of
-        those that cooled down, and the ones that count as unboundedly bad."""
-        lrs: list[float] = []
-        ends: dict[int, float] = {}
-        bad: set[int] = set()
-        start = None
-        if self.rounds:
-            r0 = self.rounds[0]
-            probe = r0["tail"] - r0["from"]
-            _, values = self.curves[0].window(r0["from"], r0["from"] + max(2, probe // 4))
-            start = values[0] if values else None
-        for rnd in self.rounds:
-            for j, lr in enumerate(rnd["cands"]):
-                k = len(lrs)
-                lrs.append(float(lr))
-                if rnd["until"] is None or self.lost[j]:
-                    continue
-                curve = self.curves[j]
-                if curve.diverged(rnd["from"], rnd["until"]):
-                    bad.add(k)
-                    continue
-                end = curve.tail_mean(rnd["tail"], rnd["until"], 1 / 4)
-                raw = curve.tail_mean(rnd["from"], rnd["tail"], 1 / 3)
-                if (
-                    start is not None
-                    and raw is not None
-                    and raw > start + scoring.BLOW_UP * abs(start)
-                ):
-                    bad.add(k)
-                if end is not None and math.isfinite(end):
-                    ends[k] = end
-        if start is not None and any(v < start for v in ends.values()):
-            bad |= {k for k, v in ends.items() if v >= start}  # stalled
-        scores = {str(k): v for k, v in ends.items()}
-        if scores:
-            worst = max(scores.values())
-            for k in bad:
-                scores.setdefault(str(k), worst + max(abs(worst) * 0.05, 1e-6))
-        return lrs, scores, bad
+        return score_rounds(self.curves, self.rounds, self.lost)
 
     def _lost_decision(self, trial: int, plan: Plan) -> Decision:
         """For a trial that trained past the start of a phase it was not given yet (it
