@@ -18,7 +18,7 @@ from tuner.controllers.base import Plan, PopulationController
 from tuner.errors import DecisionConflictError
 from tuner.head import CONSUMER, reported_through
 from tuner.loop import Loop
-from tuner.records import Decision
+from tuner.records import Decision, DecisionKind
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ class PopulationLoop(Loop):
 
     def step(self) -> None:
         if self.beat() and self.store.detach_requested():
-            self.store.clear_detach()
-            self.stop()
+            self.detach()
+            return
         got, waiting = 0, []
         for i, trial in enumerate(self.trials):
             marks = trial.waiting()  # before the read, as in HeadLoop
@@ -105,11 +105,56 @@ class PopulationLoop(Loop):
         if not got:
             self._stop.wait(self.poll_s)
 
-    def _commit(self, i: int, decision: Decision | None) -> bool:
+    def detach(self) -> None:
+        """Leave every trial a decision to go on with, checkpoint, and stop.
+
+        A trial whose last decision ends at a step gets what the controller says
+        (:meth:`~tuner.controllers.base.PopulationController.detach_decision`: a
+        population ``explore`` mid-stage commits its best candidate so far, or sends every
+        trial back to the stage's start), else an open-ended hold of that decision's final
+        LR, so no trial waits for a head that is gone.
+        """
+        for i, trial in enumerate(self.trials):
+            for _ in range(20):  # a horizon conflict: the trial moved on; plan after it
+                stages = trial.stage_decisions()
+                last = stages[-1] if stages else None
+                if last is None or last.until_step is None or last.info.get("final"):
+                    break
+                horizons = tuple(t.horizon() for t in self.trials)
+                plan = Plan(
+                    horizon=horizons[i],
+                    last_step=reported_through(trial),
+                    next_stage=self.next_stage[i],
+                    peers_horizon=horizons,
+                    peers_last_step=tuple(reported_through(t) for t in self.trials),
+                )
+                own = self.controller.detach_decision(i, plan)
+                if own is not None:
+                    if self._commit(i, own):
+                        break
+                    continue
+                hold = Decision(
+                    stage=max(last.stage + 1, self.next_stage[i]),
+                    kind=DecisionKind.HOLD,
+                    from_step=max(last.until_step, horizons[i] + 1),
+                    lr=last.lr_at(last.until_step - 1),
+                    controller="detach",
+                    info={"phase": "detached", "final": True},
+                )
+                if self._commit(i, hold, controller_owned=False):
+                    break
+        if any(self.pending):
+            self._commit(0, None)
+        self.store.clear_detach()
+        log.info("tautune head %s: detached", self.store.job)
+        self.stop()
+
+    def _commit(self, i: int, decision: Decision | None, *, controller_owned: bool = True) -> bool:
         before = self.controller.state_dict()
         if decision is not None:
             decision = decision.with_version(self.versions[i] + 1)
-            self.controller.accept(i, decision)
+            if controller_owned:
+                self.controller.accept(i, decision)
         try:
             self.trials[i].commit(
                 expected_version=self.versions[i],

@@ -171,6 +171,48 @@ def test_a_head_restarted_mid_stage_decides_exactly_as_one_that_was_not() -> Non
     assert decisions(None) == decisions(3 * 70 + 1)  # inside the first round
 
 
+class Detacher(Recorder):
+    """Detaches every trial at step ``at``: from then on it proposes only what
+    ``detach_decision`` says, as the population head does."""
+
+    def __init__(self, inner: PopulationExplore, at: int) -> None:
+        super().__init__(inner)
+        self.at = at
+        self.detached: set[int] = set()
+
+    def propose(self, trial: int, plan: Plan) -> Decision | None:
+        if plan.horizon + 1 < self.at:
+            return self.inner.propose(trial, plan)
+        if trial in self.detached:
+            return None
+        self.detached.add(trial)
+        return self.inner.detach_decision(trial, plan)
+
+
+@pytest.mark.parametrize("rounds_done", [0, 1])
+def test_a_detach_mid_stage_leaves_every_trial_one_commit(rounds_done: int) -> None:
+    cfg = _config()
+    probe, _, tail = cfg.lengths()
+    start = 33  # the first stage: the first horizon plus the sync margin
+    at = start + 2 if rounds_done == 0 else start + probe + tail + 2
+    rec = Detacher(PopulationExplore(cfg, 3), at)
+    _, runs = _run(rec, 3, seeds=(0, 1, 2), init_lr=cfg.init_lr)
+    commits = [rec.decisions[i][-1] for i in range(3)]
+    assert all(c.info["segment"]["detached"] and c.info["final"] for c in commits)
+    assert len({(c.from_step, c.lr, c.lr_end, c.until_step) for c in commits}) == 1
+    assert commits[0].from_step >= at
+    win = commits[0].info["segment"]["winner"]
+    if rounds_done == 0:  # nothing scored: back to the stage's start, at init_lr
+        assert win is None and commits[0].lr == cfg.init_lr
+        assert all(c.restore_from == start for c in commits)
+    else:
+        _, j = win
+        assert commits[j].publish and commits[j].restore_from == start + probe
+        assert all(c.restore_peer == j for k, c in enumerate(commits) if k != j)
+    assert len({run.evaluate() for run in runs}) == 1  # one state, one schedule
+    assert rec.inner.done
+
+
 def _plan(horizons: tuple[int, ...], reported: tuple[int, ...], trial: int) -> Plan:
     return Plan(horizons[trial], reported[trial], 0, horizons, reported)
 

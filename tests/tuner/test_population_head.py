@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from trials.store import Store
 from tuner.controllers.population import PopulationConfig, PopulationLR
 from tuner.population_head import PopulationLoop
 from tuner.records import Report
+from tuner.specs import build_population_controller
 
 
 def _loop(store: Store) -> PopulationLoop:
@@ -42,3 +47,40 @@ def test_trial_keys_share_the_jobs_hash_tag(store: Store) -> None:
     assert keys and all(k.startswith("tt:{pop}:") for k in keys)
     assert any(":v1:trial:1:reports" in k for k in keys)
     assert store.jobs() == ["pop"]
+
+
+def _feed(trials: list[Any], loop: PopulationLoop, steps: range) -> None:
+    for step in steps:
+        for t, job in enumerate(trials):
+            metrics = {"loss": 1.0 / (step + 1 + t), "restorable": 1.0}
+            job.append_reports([Report(rank=0, step=step, metrics=metrics)])
+        loop.step()
+
+
+@pytest.mark.parametrize("method", ["explore", "population"])
+def test_a_detached_population_head_leaves_every_trial_a_final_decision(
+    store: Store, method: str
+) -> None:
+    spec = {"method": method, "init_lr": 0.01, "total_steps": 400}
+    if method == "population":
+        spec["tau"] = 10
+    ctl = build_population_controller(spec, 2)
+    # a lease this short makes every round beat, and so look for a detach request
+    loop = PopulationLoop(
+        store.job("pop"), ctl, 2, checkpoint_every_s=1e9, poll_s=0.0, lease_ttl_s=1e-3
+    )
+    loop.resync()
+    trials = [store.job("pop", t) for t in (0, 1)]
+    _feed(trials, loop, range(60))  # mid-stage: the last decisions end at a step
+    assert all(not job.stage_decisions()[-1].info.get("final") for job in trials)
+    store.job("pop").request_detach()
+    loop.step()
+    assert loop._stop.is_set()
+    finals = [job.stage_decisions()[-1] for job in trials]
+    assert all(d.info.get("final") for d in finals)
+    if method == "explore":  # the stage's commit, the same for both trials
+        assert len({(d.from_step, d.lr, d.until_step) for d in finals}) == 1
+        assert all(d.info["segment"]["detached"] for d in finals)
+    else:  # a hold of each trial's last LR, open-ended
+        assert all(d.controller == "detach" and d.until_step is None for d in finals)
+    assert not store.job("pop").detach_requested()

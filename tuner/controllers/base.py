@@ -145,3 +145,9 @@ class PopulationController(ABC):
     @property
     def done(self) -> bool:
         return False
+
+    def detach_decision(self, trial: int, plan: Plan) -> Decision | None:
+        """What to leave in force for ``trial`` when the head detaches now, or ``None``
+        for the default (hold the last decision's final LR); see
+        :meth:`Controller.detach_decision`. The head commits it like a proposal."""
+        return None

@@ -134,6 +134,45 @@ class PopulationExplore(PopulationController):
                     curve.prune(seg["from"])
         self.given[trial] = seg["id"]
 
+    def detach_decision(self, trial: int, plan: Plan) -> Decision | None:
+        """Mid-stage, the candidate in force would be thrown away: commit the best
+        candidate of the rounds every trial has finished (the winner publishes its state
+        before its cool-down, the others load it), or, with none, send every trial back to
+        the stage's start at ``init_lr``; either way decaying to the end, as the stage's
+        commit would. Every trial gets the same commit, from the same step."""
+        if self.phase is None or self.lost[trial]:
+            return None
+        if self.phase.get("detached"):  # the commit was decided for another trial
+            return (
+                self._decision(trial, self.phase, plan)
+                if self.given[trial] < self.phase["id"]
+                else None
+            )
+        if self.finished:
+            return None
+        reported = plan.peers_last_step or (plan.last_step,)
+        live = [r for r, lost in zip(reported, self.lost, strict=False) if not lost]
+        done = [r for r in self.rounds if r["until"] is not None and min(live) >= r["until"] - 1]
+        start = max(max(plan.peers_horizon or (plan.horizon,)) + 1, self.phase["until"] or 0)
+        lrs, scores, bad = score_rounds(self.curves, done, self.lost)
+        fair = [k for k in range(len(lrs)) if k not in bad and str(k) in scores]
+        seg: dict[str, Any] = {
+            "id": self.phase["id"] + 1,
+            "role": "commit",
+            "from": start,
+            "round": self.phase["round"],
+            "every": self._every(),
+            "scores": scores,
+            "detached": True,
+        }
+        if fair:
+            win = min(fair, key=lambda k: scores[str(k)])
+            seg["lr"] = scoring.parabola_lr(lrs, scores, win, bad)
+            seg["winner"] = list(divmod(win, self.trials))
+        else:
+            seg["lr"], seg["winner"] = self.config.init_lr, None
+        return self._decision(trial, seg, plan)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
