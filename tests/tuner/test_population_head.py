@@ -84,3 +84,28 @@ def test_a_detached_population_head_leaves_every_trial_a_final_decision(
     else:  # a hold of each trial's last LR, open-ended
         assert all(d.controller == "detach" and d.until_step is None for d in finals)
     assert not store.job("pop").detach_requested()
+
+
+@pytest.mark.parametrize("method", ["explore", "population"])
+def test_status_of_a_population_job_shows_every_trial(store: Store, method: str) -> None:
+    from rich.console import Console
+
+    from tuner.commands.status import job_status, print_status
+
+    spec = {"method": method, "init_lr": 0.01, "total_steps": 400}
+    ctl = build_population_controller(spec, 2)
+    loop = PopulationLoop(store.job("pop"), ctl, 2, checkpoint_every_s=0.0, poll_s=0.0)
+    loop.resync()
+    trials = [store.job("pop", t) for t in (0, 1)]
+    _feed(trials, loop, range(50))
+    loop._commit(0, None)
+    status = job_status(store.job("pop"))
+    assert status["reports"] == 100 and status["last_step"] == 49
+    assert [t["trial"] for t in status["trials"]] == [0, 1]
+    assert all(t["reports"] == 50 and t["current"] is not None for t in status["trials"])
+    expected = "population explore" if method == "explore" else "population"
+    assert status["controller"]["method"] == expected
+    console = Console(record=True, width=120)
+    print_status(status, console)
+    text = console.export_text()
+    assert "Trials" in text and f"controller {expected}" in text

@@ -33,16 +33,23 @@ def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
             "age_s": time.time() - report.ts,
         }
     controller: dict[str, Any] | None = None
+    trials: list[dict[str, Any]] = []
     for name in ("lr", "composite", "mixture"):
         state = job_store.load_state(name)
         if state is not None:
             controller = summarize_state(state)
+            count = _population_size(state)
+            trials = [_trial_status(job_store.for_trial(i), i) for i in range(count)]
             break
+    reports = job_store.report_count()
+    if trials:  # a population's reports are its trials'
+        reports = sum(t["reports"] for t in trials)
+        last_step = max(t["last_step"] for t in trials)
     return {
         "job": job_store.job,
         "head": job_store.head_info(),
         "workers": job_store.alive_workers(),
-        "reports": job_store.report_count(),
+        "reports": reports,
         "last_step": last_step,
         "version": job_store.version(),
         "horizon": job_store.horizon(),
@@ -50,7 +57,36 @@ def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
         "decisions": [json.loads(decision_to_json(d)) for d in history[-decisions:]],
         "last_reports": last_reports,
         "controller": controller,
+        "trials": trials,
         "warning": job_store.meta().get("warning"),
+    }
+
+
+def _population_size(state: dict[str, Any]) -> int:
+    """How many trials the population controller that wrote ``state`` decides for (0: it
+    is not a population's)."""
+    if "trial_state" in state:
+        return len(state["trial_state"])
+    if "given" in state and isinstance(state.get("trials"), int):
+        return int(state["trials"])
+    return 0
+
+
+def _trial_status(trial: JobStore, index: int) -> dict[str, Any]:
+    """One trial of a population job: its progress and the decision it trains under."""
+    progress = trial.progress()
+    last_step = max((s for _, s in progress.values()), default=-1)
+    current = None
+    for d in trial.stage_decisions():
+        if d.from_step <= max(last_step, 0) and (d.until_step is None or last_step < d.until_step):
+            current = d
+    return {
+        "trial": index,
+        "reports": trial.report_count(),
+        "last_step": last_step,
+        "workers_alive": len(trial.alive_workers()),
+        "version": trial.version(),
+        "current": json.loads(decision_to_json(current)) if current else None,
     }
 
 
@@ -72,17 +108,26 @@ def summarize_state(state: dict[str, Any]) -> dict[str, Any]:
         reports = sum(t.get("reports", 0) for t in state["trial_state"])
     return {
         "method": _method_of(state),
-        "center_lr": math.exp(state["mu"]) if "mu" in state else state.get("lr_now"),
+        "center_lr": math.exp(state["mu"]) if "mu" in state else _lr_of(state),
         "step_factor": math.exp(state["delta"]) if "delta" in state else None,
         "reports_seen": reports,
         "finished": state.get("finished"),
     }
 
 
+def _lr_of(state: dict[str, Any]) -> float | None:
+    result = state.get("result")  # population explore: the stage's commit
+    if isinstance(result, dict):
+        return result.get("lr")
+    return state.get("lr_now")
+
+
 def _method_of(state: dict[str, Any]) -> str:
     """Which controller wrote ``state`` (their states differ in their keys)."""
     if "trial_state" in state:
         return "population"
+    if "given" in state and "rounds" in state:
+        return "population explore"
     if "mu" in state:
         return str(state.get("config", {}).get("method", "stagewise"))
     return method_of_state(state) or str(state.get("algorithm", "mixture"))
@@ -155,6 +200,25 @@ def print_status(status: dict[str, Any], console: Console) -> None:
             str(rank), "yes" if rank in status["workers"] else "no", str(rep["step"]), metrics
         )
     console.print(workers)
+    if status.get("trials"):
+        trials = Table(title="Trials")
+        for col in ("trial", "reports", "last step", "workers alive", "now"):
+            trials.add_column(col)
+        for t in status["trials"]:
+            cur = t["current"]
+            now = "-"
+            if cur:
+                role = cur["info"].get("segment", {}).get("role") or cur["info"].get("phase", "")
+                role = "" if role == cur["kind"] else f" ({role})"
+                now = f"{cur['kind']}{role} at lr {_lr(cur['lr'])}"
+            trials.add_row(
+                str(t["trial"]),
+                str(t["reports"]),
+                str(t["last_step"]),
+                str(t["workers_alive"]),
+                now,
+            )
+        console.print(trials)
 
 
 def status(
