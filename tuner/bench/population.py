@@ -57,7 +57,7 @@ def run_pair(task: str, seed: int, trials: int) -> list[dict[str, Any]]:
     pop = run_population(
         "tautune-population",
         [make_trainable(task, seed) for _ in range(trials)],
-        PopulationExplore(config, trials),
+        PopulationExplore(config, trials, sync_margin=0),  # nothing claims steps ahead here
         schedule_fn("constant", t.centre, total, t.warmup_steps),
         total_steps=total,
         eval_every=cfg.eval_every,
@@ -171,7 +171,9 @@ def page(doc: dict[str, Any], command: str) -> str:
         'trial goes on from the winner\'s (`tune(population=P, lr=LRSpec(method="explore"))`, '
         "[`population_explore`](../tuner/controllers/population_explore.py)). Same task "
         "config, budget, seeds and step count; the trials run in lockstep in one process "
-        "(states in memory instead of Redis).",
+        "(states in memory instead of Redis), where no trial claims steps ahead of the head, "
+        "so the stage starts where `explore`'s does (in a job it starts 32 steps past the "
+        "furthest trial's horizon).",
         "",
         "- **final loss**: median over seeds [min–max].",
         "- **explored**: steps on one trial's timeline that its final state does not descend "

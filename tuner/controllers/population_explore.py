@@ -55,7 +55,8 @@ MAX_ROUNDS = 3
 """Rounds per stage at most: the first and two that bracket past an edge."""
 SYNC_MARGIN = 32
 """Steps past the furthest trial's horizon at which the stage starts: trials that have no
-decision yet keep claiming steps ahead while the head writes the stage's first decisions."""
+decision yet keep claiming steps ahead while the head writes the stage's first decisions.
+(In-process, where nothing claims ahead, the benchmark passes 0.)"""
 
 
 class PopulationExplore(PopulationController):
@@ -63,11 +64,16 @@ class PopulationExplore(PopulationController):
 
     name = "lr"
 
-    def __init__(self, config: ExploreConfig, trials: int) -> None:
+    def __init__(
+        self, config: ExploreConfig, trials: int, *, sync_margin: int = SYNC_MARGIN
+    ) -> None:
         if isinstance(trials, bool) or not isinstance(trials, int) or trials < 2:
             raise ConfigError(f"a population needs at least 2 trials, got {trials=}")
+        if sync_margin < 0:
+            raise ConfigError(f"sync_margin must be >= 0 steps, got {sync_margin=}")
         self.config = config
         self.trials = trials
+        self.sync_margin = sync_margin
         self.curves = [StepCurve(config.metric) for _ in range(trials)]
         self.restorable: list[bool | None] = [None] * trials
         self.base_lr: list[float] | None = None  # trial 0's [step, lr] before the stage
@@ -250,7 +256,7 @@ class PopulationExplore(PopulationController):
             if rising and max(reported) < cap:
                 return None
             ahead = max(plan.peers_horizon or (plan.horizon,))
-            start = max(c.first_stage, ahead + 1 + SYNC_MARGIN)
+            start = max(c.first_stage, ahead + 1 + self.sync_margin)
             every = report_interval(self.curves[0].window(0, start)[0])
             probe, _, tail = c.lengths(every)
             fits = c.total_steps is None or start + 2 * (probe + tail) <= c.total_steps
