@@ -270,3 +270,17 @@ def test_the_spec_picks_population_explore_and_checks_its_settings() -> None:
         PopulationExplore(_config(), 2).load_state_dict({"trials": 2})
     with pytest.raises(ConfigError, match="not one of"):
         PopulationExplore(_config(), 2).observe(2, [])
+
+
+def test_the_population_benchmark_pairs_each_seed_with_explore_and_writes_its_page() -> None:
+    from tuner.bench.population import PopulationBench, page, run
+
+    lines: list[str] = []
+    doc = run(PopulationBench(tasks=("nqm",), seeds=(0, 1), trials=3), lines.append)
+    assert len(doc["results"]) == 4 and len(lines) == 2
+    (entry,) = doc["summary"]
+    # on the NQM both searches pick the same LR from the same state: equal to the bit
+    assert entry["population_equal"] == 2 and entry["paired_diff_median"] == 0
+    assert entry["tautune-population"]["trained_steps"] == 3 * entry["tautune"]["trained_steps"]
+    text = page(doc, "tautune bench population --json x.json")
+    assert "| nqm | tautune-population |" in text and "equal on 2 of 2" in text

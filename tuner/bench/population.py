@@ -142,6 +142,7 @@ def summarize(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> list[dict
             "task": task,
             "paired_diff_median": statistics.median(diffs),
             "population_lower": sum(d < 0 for d in diffs),
+            "population_equal": sum(d == 0 for d in diffs),
             "seeds": len(diffs),
         }
         for name, runs in by.items():
@@ -180,7 +181,9 @@ def page(doc: dict[str, Any], command: str) -> str:
         "from (median): the time exploration costs.",
         "- **trained**: steps all of the method's trials trained: the compute.",
         "- **paired Δ**: median over seeds of the population's final loss minus `tautune`'s "
-        "(negative: the population is lower), and on how many seeds it is lower.",
+        "(negative: the population is lower), and on how many seeds it is lower, or equal "
+        "to the last bit (both made the same pick from the same state and kept as many "
+        "steps).",
         "",
         *machine_section(doc["machine"]),
         f"Seeds {doc['seeds']}; {doc['bench_wall_s']} s for the whole benchmark.",
@@ -188,12 +191,13 @@ def page(doc: dict[str, Any], command: str) -> str:
         "| task | method | final loss | explored | trained | paired Δ |",
         "|---|---|---|---|---|---|",
     ]
-    for e in doc["summary"]:
+    for e in summarize(doc["results"], doc["tasks"]):
         for name in ("tautune", "tautune-population"):
             m = e[name]
+            same = f", equal on {e['population_equal']}" if e["population_equal"] else ""
             delta = (
-                f"{num_text(e['paired_diff_median'])} (lower on {e['population_lower']} of "
-                f"{e['seeds']})"
+                f"{num_text(e['paired_diff_median'])} (lower on {e['population_lower']}"
+                f"{same} of {e['seeds']})"
                 if name != "tautune"
                 else ""
             )
