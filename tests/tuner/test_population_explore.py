@@ -276,11 +276,12 @@ def test_the_population_benchmark_pairs_each_seed_with_explore_and_writes_its_pa
     from tuner.bench.population import PopulationBench, page, run
 
     lines: list[str] = []
-    doc = run(PopulationBench(tasks=("nqm",), seeds=(0, 1), trials=3), lines.append)
+    doc = run(PopulationBench(tasks=("nqm",), seeds=(0, 1), trials=(3,)), lines.append)
     assert len(doc["results"]) == 4 and len(lines) == 2
-    (entry,) = doc["summary"]
+    seq, pop = doc["summary"]
+    assert (seq["method"], pop["method"]) == ("tautune", "tautune-population-3")
     # on the NQM both searches pick the same LR from the same state: equal to the bit
-    assert entry["population_equal"] == 2 and entry["paired_diff_median"] == 0
-    assert entry["tautune-population"]["trained_steps"] == 3 * entry["tautune"]["trained_steps"]
+    assert pop["equal"] == 2 and pop["paired_diff_median"] == 0
+    assert pop["trained_steps"] == 3 * seq["trained_steps"]
     text = page(doc, "tautune bench population --json x.json")
-    assert "| nqm | tautune-population |" in text and "equal on 2 of 2" in text
+    assert "| nqm | tautune-population-3 |" in text and "equal on 2 of 2" in text

@@ -31,7 +31,7 @@ OTHER_PAGES = (
         "benchmarks-population.md",
         "Population exploration: one candidate per trial, every trial on from the winner's",
         "tautune bench population --json docs/bench-population.json "
-        "--docs docs/benchmarks-population.md --trials 3 --jobs 2",
+        "--docs docs/benchmarks-population.md --trials 3,5 --jobs 2",
     ),
     (
         "benchmarks-mixture.md",

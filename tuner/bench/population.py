@@ -1,7 +1,7 @@
 """Population ``explore`` against ``explore`` on one trial: ``tautune bench population``.
 
 For each task and seed, in the same process: ``tautune`` (:class:`ExploreLR`, candidates
-one after another from one snapshot) and ``tautune-population`` (P trials of the same run,
+one after another from one snapshot) and ``tautune-population-P`` (P trials of the same run,
 one candidate each, every trial on from the winner's state:
 :class:`~tuner.controllers.population_explore.PopulationExplore`, driven by
 :func:`~tuner.bench.lr_population.run_population`). Both have the same config, budget,
@@ -30,12 +30,20 @@ DEFAULT_TASKS = ("charlm", "digits", "nqm", "digits-cnn", "digits-adamw", "charl
 class PopulationBench:
     tasks: tuple[str, ...] = DEFAULT_TASKS
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    trials: int = 3
+    trials: tuple[int, ...] = (3, 5)
     jobs: int = 1
 
 
-def run_pair(task: str, seed: int, trials: int) -> list[dict[str, Any]]:
-    """``tautune`` and ``tautune-population`` on ``task`` with ``seed``."""
+def method_name(trials: int) -> str:
+    return f"tautune-population-{trials}"
+
+
+def _row(task: str, seed: int, method: str, **fields: Any) -> dict[str, Any]:
+    return {"task": task, "seed": seed, "method": method, **fields}
+
+
+def run_set(task: str, seed: int, trials: Sequence[int]) -> list[dict[str, Any]]:
+    """``tautune`` and a population of each size in ``trials`` on ``task`` with ``seed``."""
     import torch
 
     from tuner.bench.lr_population import run_population
@@ -46,6 +54,18 @@ def run_pair(task: str, seed: int, trials: int) -> list[dict[str, Any]]:
     cfg = BenchConfig(task=task)
     t, total = cfg.spec, cfg.total_steps
     seq = execute(cfg, RunSpec(method="tautune", kind="tautune", seed=seed))
+    rows = [
+        _row(
+            task,
+            seed,
+            "tautune",
+            final_loss=seq["final_loss"],
+            exploration_steps=seq["exploration_steps"],
+            trained_steps=total,
+            wall_s=seq["wall_s"],
+            lr=seq["info"]["summary"].get("lr"),
+        )
+    ]
     config = ExploreConfig(
         init_lr=t.centre,
         lr_min=t.grid[0] / 4,
@@ -54,121 +74,111 @@ def run_pair(task: str, seed: int, trials: int) -> list[dict[str, Any]]:
         warmup_steps=t.warmup_steps,
         seed=seed,
     )
-    pop = run_population(
-        "tautune-population",
-        [make_trainable(task, seed) for _ in range(trials)],
-        PopulationExplore(config, trials, sync_margin=0),  # nothing claims steps ahead here
-        schedule_fn("constant", t.centre, total, t.warmup_steps),
-        total_steps=total,
-        eval_every=cfg.eval_every,
-        seed=seed,
-    )
-    rows = []
-    for method, final, explored, trained, wall, summary in (
-        (
-            "tautune",
-            seq["final_loss"],
-            seq["exploration_steps"],
-            total,
-            seq["wall_s"],
-            seq["info"]["summary"],
-        ),
-        (
-            "tautune-population",
-            pop.final_loss,
-            pop.exploration_steps,
-            trials * total,
-            pop.wall_s,
-            pop.info["summary"],
-        ),
-    ):
+    for p in trials:
+        pop = run_population(
+            method_name(p),
+            [make_trainable(task, seed) for _ in range(p)],
+            PopulationExplore(config, p, sync_margin=0),  # nothing claims steps ahead here
+            schedule_fn("constant", t.centre, total, t.warmup_steps),
+            total_steps=total,
+            eval_every=cfg.eval_every,
+            seed=seed,
+        )
         rows.append(
-            {
-                "task": task,
-                "seed": seed,
-                "method": method,
-                "final_loss": final,
-                "exploration_steps": explored,
-                "trained_steps": trained,
-                "wall_s": round(wall, 3),
-                "lr": summary.get("lr"),
-            }
+            _row(
+                task,
+                seed,
+                method_name(p),
+                final_loss=pop.final_loss,
+                exploration_steps=pop.exploration_steps,
+                trained_steps=p * total,
+                wall_s=round(pop.wall_s, 3),
+                lr=pop.info["summary"].get("lr"),
+            )
         )
     return rows
 
 
 def run(bench: PopulationBench, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every pair of runs, and the summary; the JSON document."""
+    """Every run, and the summary; the JSON document."""
     start = time.time()
     jobs = [(task, seed) for task in bench.tasks for seed in bench.seeds]
     rows: list[dict[str, Any]] = []
     machine = machine_info()
     if bench.jobs == 1:
-        results: Any = (run_pair(task, seed, bench.trials) for task, seed in jobs)
+        results: Any = (run_set(task, seed, bench.trials) for task, seed in jobs)
     else:
         pool = ProcessPoolExecutor(bench.jobs)
-        results = pool.map(run_pair, *zip(*jobs, strict=True), [bench.trials] * len(jobs))
-    for (task, seed), pair in zip(jobs, results, strict=True):
-        rows.extend(pair)
-        seq, pop = pair
+        results = pool.map(run_set, *zip(*jobs, strict=True), [bench.trials] * len(jobs))
+    for (task, seed), runs in zip(jobs, results, strict=True):
+        rows.extend(runs)
         progress(
-            f"[{task} seed {seed}] tautune {seq['final_loss']:.4g} ({seq['exploration_steps']} "
-            f"explored), population {pop['final_loss']:.4g} ({pop['exploration_steps']})"
+            f"[{task} seed {seed}] "
+            + ", ".join(
+                f"{r['method']} {r['final_loss']:.4g} ({r['exploration_steps']} explored)"
+                for r in runs
+            )
         )
     return {
-        "trials": bench.trials,
+        "trials": list(bench.trials),
         "seeds": list(bench.seeds),
         "tasks": list(bench.tasks),
         "machine": machine,
         "bench_wall_s": round(time.time() - start, 1),
         "results": rows,
-        "summary": summarize(rows, bench.tasks),
+        "summary": summarize(rows, bench.tasks, bench.trials),
     }
 
 
-def summarize(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> list[dict[str, Any]]:
-    """Per task: each method's medians, and the paired difference of final losses."""
+def summarize(
+    rows: Sequence[dict[str, Any]], tasks: Sequence[str], trials: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Per task and method: medians, and a population's paired difference to ``tautune``."""
     out = []
     for task in tasks:
         by = {
             m: sorted(
-                (r for r in rows if r["task"] == task and r["method"] == m), key=lambda r: r["seed"]
+                (r for r in rows if r["task"] == task and r["method"] == m),
+                key=lambda r: r["seed"],
             )
-            for m in ("tautune", "tautune-population")
-        }
-        seq, pop = by["tautune"], by["tautune-population"]
-        diffs = [p["final_loss"] - s["final_loss"] for s, p in zip(seq, pop, strict=True)]
-        entry: dict[str, Any] = {
-            "task": task,
-            "paired_diff_median": statistics.median(diffs),
-            "population_lower": sum(d < 0 for d in diffs),
-            "population_equal": sum(d == 0 for d in diffs),
-            "seeds": len(diffs),
+            for m in ("tautune", *(method_name(p) for p in trials))
         }
         for name, runs in by.items():
-            entry[name] = {
+            entry: dict[str, Any] = {
+                "task": task,
+                "method": name,
                 "final_median": statistics.median(r["final_loss"] for r in runs),
                 "final_min": min(r["final_loss"] for r in runs),
                 "final_max": max(r["final_loss"] for r in runs),
                 "exploration_median": statistics.median(r["exploration_steps"] for r in runs),
                 "trained_steps": runs[0]["trained_steps"],
                 "wall_median": statistics.median(r["wall_s"] for r in runs),
+                "seeds": len(runs),
             }
-        out.append(entry)
+            if name != "tautune":
+                diffs = [
+                    p["final_loss"] - s["final_loss"]
+                    for s, p in zip(by["tautune"], runs, strict=True)
+                ]
+                entry["paired_diff_median"] = statistics.median(diffs)
+                entry["lower"] = sum(d < 0 for d in diffs)
+                entry["equal"] = sum(d == 0 for d in diffs)
+            out.append(entry)
     return out
 
 
 def page(doc: dict[str, Any], command: str) -> str:
     """docs/benchmarks-population.md from the JSON document."""
-    p = doc["trials"]
+    sizes = " and ".join(str(p) for p in doc["trials"])
     lines = [
         "# Population exploration: one candidate per trial",
         "",
         f"Generated by `{command}` from the JSON it wrote; no number is edited by hand.",
         "",
         f"`tautune` is the default `explore` controller on one trial: it probes its candidates "
-        f"one after another from one snapshot. `tautune-population` runs {p} trials of the "
-        "same training and probes one candidate per trial at once, from one state, then every "
+        f"one after another from one snapshot. `tautune-population-P` runs P ({sizes}) trials "
+        "of the same training and probes one candidate per trial at once, from one state, "
+        "then every "
         'trial goes on from the winner\'s (`tune(population=P, lr=LRSpec(method="explore"))`, '
         "[`population_explore`](../tuner/controllers/population_explore.py)). Same task "
         "config, budget, seeds and step count; the trials run in lockstep in one process "
@@ -191,20 +201,17 @@ def page(doc: dict[str, Any], command: str) -> str:
         "| task | method | final loss | explored | trained | paired Δ |",
         "|---|---|---|---|---|---|",
     ]
-    for e in summarize(doc["results"], doc["tasks"]):
-        for name in ("tautune", "tautune-population"):
-            m = e[name]
-            same = f", equal on {e['population_equal']}" if e["population_equal"] else ""
+    for e in summarize(doc["results"], doc["tasks"], doc["trials"]):
+        delta = ""
+        if e["method"] != "tautune":
+            same = f", equal on {e['equal']}" if e["equal"] else ""
             delta = (
-                f"{num_text(e['paired_diff_median'])} (lower on {e['population_lower']}"
-                f"{same} of {e['seeds']})"
-                if name != "tautune"
-                else ""
+                f"{num_text(e['paired_diff_median'])} (lower on {e['lower']}{same} of {e['seeds']})"
             )
-            lines.append(
-                f"| {e['task']} | {name} | {num_text(m['final_median'])} "
-                f"[{num_text(m['final_min'])}–{num_text(m['final_max'])}] | "
-                f"{m['exploration_median']:g} | {m['trained_steps']} | {delta} |"
-            )
+        lines.append(
+            f"| {e['task']} | {e['method']} | {num_text(e['final_median'])} "
+            f"[{num_text(e['final_min'])}–{num_text(e['final_max'])}] | "
+            f"{e['exploration_median']:g} | {e['trained_steps']} | {delta} |"
+        )
     lines.append("")
     return "\n".join(lines)

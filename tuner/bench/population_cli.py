@@ -27,8 +27,8 @@ def _run(args: argparse.Namespace) -> int:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ConfigError(f"unknown task(s) {unknown}; tasks: {sorted(TASKS)}")
-    if args.trials < 2:
-        raise ConfigError(f"--trials must be at least 2, got {args.trials}")
+    if not args.trials or min(args.trials) < 2:
+        raise ConfigError(f"--trials takes population sizes of at least 2, got {args.trials}")
     bench = PopulationBench(tasks=tasks, seeds=args.seeds, trials=args.trials, jobs=args.jobs)
     doc = run(bench, lambda line: print(line, flush=True))
     path = Path(args.json)
@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.docs:
         command = (
             f"tautune bench population --json {args.json} --docs {args.docs} "
-            f"--trials {args.trials} --jobs {args.jobs}"
+            f"--trials {','.join(map(str, args.trials))} --jobs {args.jobs}"
         )
         Path(args.docs).write_text(page(doc, command))
         print(f"wrote {args.docs}")
@@ -57,9 +57,10 @@ def add_parser(subparsers: Any) -> None:
         help="explore on one trial against a population exploring one candidate per trial",
         description=(
             "For each task and seed, train tautune (explore, candidates one after another) "
-            "and tautune-population (P trials, one candidate each, all going on from the "
-            "winner's state) in the same process; compare final loss, exploration steps on "
-            "one trial's timeline, and steps trained by all trials. CPU only."
+            "and tautune-population-P for each P (P trials, one candidate each, all going "
+            "on from the winner's state) in the same process; compare final loss, "
+            "exploration steps on one trial's timeline, and steps trained by all trials. "
+            "CPU only."
         ),
     )
     p.add_argument("--json", metavar="PATH", required=True, help="JSON output")
@@ -68,7 +69,9 @@ def add_parser(subparsers: Any) -> None:
         "--tasks", default=DEFAULT_TASKS, help=f"comma-separated (default {DEFAULT_TASKS})"
     )
     p.add_argument("--seeds", type=comma_ints, default=(0, 1, 2, 3, 4), help="default 0,1,2,3,4")
-    p.add_argument("--trials", type=int, default=3, help="trials in the population (default 3)")
+    p.add_argument(
+        "--trials", type=comma_ints, default=(3, 5), help="population sizes (default 3,5)"
+    )
     p.add_argument("--jobs", type=int, default=1, help="task-seed pairs in parallel (default 1)")
     p.set_defaults(func=_run, bench_task="population")
 
