@@ -1,7 +1,7 @@
 """Exploration in parallel: three trials of one job, one candidate LR each, then all three
 go on from the winner's state.
 
-    python examples/tune_population.py --trials 3 --steps 600
+    python examples/tune_population.py --trials 3 --steps 1500
 
 Run as is, it starts a private Redis and a local Ray. Each trial is one worker on half a
 core, so all three train at once on two cores (a stage starts when every trial reports).
@@ -24,7 +24,7 @@ def train_fn(config: dict[str, Any]) -> float:
 
     torch.set_num_threads(1)
     trial = int(os.environ["TAUTUNE_TRIAL"])
-    task = CharLMTask(CharLMConfig(hidden=128, max_bytes=300_000))
+    task = CharLMTask(CharLMConfig(hidden=256, max_bytes=500_000))
     model = task.model(seed=trial)  # trials start apart; the stage's first step syncs them
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"])
     agent = Agent.attach()
@@ -45,7 +45,7 @@ def train_fn(config: dict[str, Any]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args()
     result = tune(
@@ -61,6 +61,8 @@ def main() -> None:
         f"job {result.job}: candidates {[f'{x:.2g}' for x in head.get('candidates', [])]}, "
         f"winner (round, trial) {head.get('winner')}, committed lr {head.get('lr') or 0:.3g}"
     )
+    first = min((d.from_step for d in result.trials[0].decisions), default=None)
+    print(f"the stage started at step {first} of {args.steps}")
     finals = [round(t.returns[0], 4) for t in result.trials]
     print(f"validation loss per trial {finals} (one state after the stage), {result.wall_s:.0f}s")
 

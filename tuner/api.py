@@ -229,14 +229,13 @@ def tune(
         try:
             if spec is not None:
                 start_head(job, rt.redis_url, spec, trials=population)
-            refs = []
             for trial in trial_ids:
                 env = {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": rt.redis_url}
                 if trial is not None:
                     env["TAUTUNE_TRIAL"] = str(trial)
-                group = WorkerGroup(num_workers, resources_per_worker, env, backend=backend)
-                groups.append(group)
-                refs.append(group.submit(train_fn, dict(config or {})))
+                groups.append(WorkerGroup(num_workers, resources_per_worker, env, backend=backend))
+            # every trial's workers are up before any trains: a population explores together
+            refs = [group.submit(train_fn, dict(config or {})) for group in groups]
             returns = [list(ray.get(r)) for r in refs]
             if spec is not None:
                 head = stop_head(job)
