@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from trials.store import JobStore, Store, resolve_url
 from tuner.errors import ConfigError, InvalidMetricError, StepRegressionError
-from tuner.records import DIVERGED_METRIC, RESTORABLE_METRIC, Decision, DecisionKind, Report
+from tuner.records import RESTORABLE_METRIC, Decision, DecisionKind, Report
+from workers.divergence import diverged_if_not_finite, divergence_hint
 from workers.reporter import Reporter
 
 if TYPE_CHECKING:
@@ -178,13 +179,13 @@ class Agent:
             )
         applied, exploring = self._applied_at.get(step, (self._extra, self._exploring))
         if applied.get(RESTORABLE_METRIC) and exploring:
-            metrics = _diverged_if_not_finite(metrics)
+            metrics = diverged_if_not_finite(metrics)
         for name, value in applied.items():
             metrics.setdefault(name, value)
         try:
             report = Report(rank=self.rank, step=step, metrics=metrics, attempt=self.attempt)
         except InvalidMetricError as e:
-            raise InvalidMetricError(f"{e}{_divergence_hint(applied)}") from None
+            raise InvalidMetricError(f"{e}{divergence_hint(applied)}") from None
         self._last_step = step
         self._reporter.add(report)
         end = self._ended_at
@@ -377,38 +378,3 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _divergence_hint(applied: dict[str, float]) -> str:
-    """What a non-finite metric means given what the scheduler applied at its step."""
-    if "lr" not in applied:
-        return ""
-    hint = f" The LR in force was {applied['lr']:.4g}"
-    version = int(applied.get("decision_version", 0))
-    hint += f" (tautune decision v{version})." if version else " (the base schedule)."
-    if version and not applied.get(RESTORABLE_METRIC):
-        hint += (
-            " This rank cannot roll a diverged LR back: pass model= to agent.lr_scheduler() "
-            "so the default LR method explores from snapshots, or lower the LR bounds."
-        )
-    return hint
-
-
-def _finite(value: Any) -> bool:
-    """Whether ``value`` is a finite number; a 0-d tensor or a NumPy float counts as one,
-    anything that is not a number at all is left for :class:`Report` to refuse."""
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return True
-
-
-def _diverged_if_not_finite(metrics: dict[str, Any]) -> dict[str, Any]:
-    """``metrics`` without its NaN/infinite floats and with ``diverged=1``, if it has any."""
-    bad = [k for k, v in metrics.items() if not _finite(v)]
-    if not bad:
-        return metrics
-    log.info("tautune: candidate diverged (%s not finite); reporting diverged=1", bad)
-    kept = {k: v for k, v in metrics.items() if k not in bad}
-    kept[DIVERGED_METRIC] = 1.0
-    return kept
