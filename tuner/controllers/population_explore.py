@@ -47,9 +47,15 @@ from tuner.controllers import candidate_scores as scoring
 from tuner.controllers.base import Plan, PopulationController
 from tuner.controllers.curves import StepCurve
 from tuner.controllers.explore_config import ExploreConfig, report_interval
-from tuner.controllers.population_rounds import beyond, first_round, score_rounds
+from tuner.controllers.population_rounds import (
+    beyond,
+    first_round,
+    lost_decision,
+    phase_decision,
+    score_rounds,
+)
 from tuner.errors import ConfigError
-from tuner.records import RESTORABLE_METRIC, Decision, DecisionKind, Report
+from tuner.records import RESTORABLE_METRIC, Decision, Report
 
 MAX_ROUNDS = 3
 """Rounds per stage at most: the first and two that bracket past an edge."""
@@ -334,70 +340,9 @@ class PopulationExplore(PopulationController):
         return score_rounds(self.curves, self.rounds, self.lost)
 
     def _lost_decision(self, trial: int, plan: Plan) -> Decision:
-        """For a trial that trained past the start of a phase it was not given yet (it
-        waited longer than its ``sync_timeout_s``): the rest of its run at the stage's LR
-        (its state is its own now), and no part in the stage."""
-        c = self.config
         assert self.phase is not None
-        start = plan.horizon + 1
-        lr = float(self.result["lr"]) if self.result is not None else c.init_lr
-        until = c.total_steps if c.total_steps is not None and c.total_steps > start + 1 else None
-        return Decision(
-            stage=plan.next_stage,
-            kind=DecisionKind.COMMIT,
-            from_step=start,
-            until_step=until,
-            lr=lr,
-            lr_end=c.final_lr if until is not None else None,
-            controller="explore",
-            info={
-                "segment": {"id": self.phase["id"], "role": "lost", "from": start},
-                "trial": trial,
-                "final": True,
-            },
-        )
+        lr = float(self.result["lr"]) if self.result is not None else self.config.init_lr
+        return lost_decision(self.config, self.phase["id"], lr, trial, plan)
 
     def _decision(self, trial: int, seg: dict[str, Any], plan: Plan) -> Decision:
-        c = self.config
-        role = seg["role"]
-        kw: dict[str, Any] = {}
-        info: dict[str, Any] = {"segment": seg, "trial": trial}
-        kind = DecisionKind.EXPLORE
-        until = seg.get("until")
-        lr = float(seg["cands"][trial]) if role == "probe" else 0.0
-        if role == "probe":
-            if seg["round"] == 0 and trial == 0:
-                kw["snapshot"] = kw["publish"] = True
-            elif seg["round"] == 0:
-                kw["restore_peer"], kw["snapshot"] = 0, True
-            else:
-                kw["restore_from"] = self.rounds[0]["from"] if self.rounds else seg["from"]
-        elif role == "tail":
-            lr = float(self.rounds[-1]["cands"][trial]) if self.rounds else c.init_lr
-            kw["lr_end"], kw["snapshot"] = lr * c.tail_end_ratio, True
-        else:  # commit or hold: the rest of the run
-            kind, lr, until = DecisionKind.COMMIT, float(seg["lr"]), c.total_steps
-            info["final"] = True
-            if until is not None and until > seg["from"] + 1:
-                kw["lr_end"] = c.final_lr
-            else:
-                until = None
-            win = seg.get("winner")
-            if role == "commit" and win is None:
-                kw["restore_from"] = self.rounds[0]["from"] if self.rounds else None
-            elif role == "commit":
-                r, j = seg["winner"]
-                if trial == j:
-                    kw["restore_from"], kw["publish"] = self.rounds[r]["tail"], True
-                else:
-                    kw["restore_peer"] = j
-        return Decision(
-            stage=plan.next_stage,
-            kind=kind,
-            from_step=seg["from"],
-            until_step=until,
-            lr=lr,
-            controller="explore",
-            info=info,
-            **kw,
-        )
+        return phase_decision(self.config, self.rounds, trial, seg, plan)

@@ -1,5 +1,6 @@
-"""The rounds of a population ``explore`` stage: which LRs each round probes, and how its
-candidates score (:mod:`tuner.controllers.population_explore`). Pure functions."""
+"""The rounds of a population ``explore`` stage: which LRs each round probes, how its
+candidates score, and the decision each trial gets for a phase
+(:mod:`tuner.controllers.population_explore`). Pure functions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from tuner.controllers import candidate_scores as scoring
+from tuner.controllers.base import Plan
 from tuner.controllers.curves import StepCurve
+from tuner.controllers.explore_config import ExploreConfig
+from tuner.records import Decision, DecisionKind
 
 SPAN = 4.0
 """Spacing of the first round's candidates for three trials (``init_lr`` ×{¼, 1, 4}, as
@@ -77,3 +81,78 @@ def score_rounds(
         for k in bad:
             scores.setdefault(str(k), worst + max(abs(worst) * 0.05, 1e-6))
     return lrs, scores, bad
+
+
+def phase_decision(
+    c: ExploreConfig,
+    rounds: Sequence[dict[str, Any]],
+    trial: int,
+    seg: dict[str, Any],
+    plan: Plan,
+) -> Decision:
+    """The decision ``trial`` gets for phase ``seg`` (a round's probe or cool-down, the
+    commit, or the hold): its LR and the directives that move states between trials."""
+    role = seg["role"]
+    kw: dict[str, Any] = {}
+    info: dict[str, Any] = {"segment": seg, "trial": trial}
+    kind = DecisionKind.EXPLORE
+    until = seg.get("until")
+    lr = float(seg["cands"][trial]) if role == "probe" else 0.0
+    if role == "probe":
+        if seg["round"] == 0 and trial == 0:
+            kw["snapshot"] = kw["publish"] = True
+        elif seg["round"] == 0:
+            kw["restore_peer"], kw["snapshot"] = 0, True
+        else:
+            kw["restore_from"] = rounds[0]["from"] if rounds else seg["from"]
+    elif role == "tail":
+        lr = float(rounds[-1]["cands"][trial]) if rounds else c.init_lr
+        kw["lr_end"], kw["snapshot"] = lr * c.tail_end_ratio, True
+    else:  # commit or hold: the rest of the run
+        kind, lr, until = DecisionKind.COMMIT, float(seg["lr"]), c.total_steps
+        info["final"] = True
+        if until is not None and until > seg["from"] + 1:
+            kw["lr_end"] = c.final_lr
+        else:
+            until = None
+        win = seg.get("winner")
+        if role == "commit" and win is None:
+            kw["restore_from"] = rounds[0]["from"] if rounds else None
+        elif role == "commit":
+            r, j = seg["winner"]
+            if trial == j:
+                kw["restore_from"], kw["publish"] = rounds[r]["tail"], True
+            else:
+                kw["restore_peer"] = j
+    return Decision(
+        stage=plan.next_stage,
+        kind=kind,
+        from_step=seg["from"],
+        until_step=until,
+        lr=lr,
+        controller="explore",
+        info=info,
+        **kw,
+    )
+
+
+def lost_decision(c: ExploreConfig, phase_id: int, lr: float, trial: int, plan: Plan) -> Decision:
+    """For a trial that trained past the start of a phase it was not given yet (it
+    waited longer than its ``sync_timeout_s``): the rest of its run from its own state at
+    ``lr`` (the stage's committed LR, or ``init_lr``), and no part in the stage."""
+    start = plan.horizon + 1
+    until = c.total_steps if c.total_steps is not None and c.total_steps > start + 1 else None
+    return Decision(
+        stage=plan.next_stage,
+        kind=DecisionKind.COMMIT,
+        from_step=start,
+        until_step=until,
+        lr=lr,
+        lr_end=c.final_lr if until is not None else None,
+        controller="explore",
+        info={
+            "segment": {"id": phase_id, "role": "lost", "from": start},
+            "trial": trial,
+            "final": True,
+        },
+    )
