@@ -162,9 +162,8 @@ class PopulationExplore(PopulationController):
             )
         if self.finished:
             return None
-        reported = plan.peers_last_step or (plan.last_step,)
-        live = [r for r, lost in zip(reported, self.lost, strict=False) if not lost]
-        done = [r for r in self.rounds if r["until"] is not None and min(live) >= r["until"] - 1]
+        through = self._live_through(plan)
+        done = [r for r in self.rounds if r["until"] is not None and through >= r["until"] - 1]
         start = max(max(plan.peers_horizon or (plan.horizon,)) + 1, self.phase["until"] or 0)
         lrs, scores, bad = score_rounds(self.curves, done, self.lost)
         fair = [k for k in range(len(lrs)) if k not in bad and str(k) in scores]
@@ -246,6 +245,11 @@ class PopulationExplore(PopulationController):
             raise ConfigError(f"trial {trial} is not one of this job's {self.trials} trials")
         return trial
 
+    def _live_through(self, plan: Plan) -> int:
+        """The last step every trial still in the stage has reported through."""
+        reported = plan.peers_last_step or (plan.last_step,)
+        return min(r for r, lost in zip(reported, self.lost, strict=False) if not lost)
+
     def _every(self) -> int:
         return int(self.phase.get("every", 1)) if self.phase is not None else 1
 
@@ -278,8 +282,7 @@ class PopulationExplore(PopulationController):
                 "from": last["until"],
                 "until": last["until"] + tail,
             }
-        live = [r for r, lost in zip(reported, self.lost, strict=False) if not lost]
-        if last["role"] != "tail" or min(live) < last["until"] - 1:
+        if last["role"] != "tail" or self._live_through(plan) < last["until"] - 1:
             return None
         return self._after_round(last)
 
