@@ -169,7 +169,18 @@ def paired_t(curve: StepCurve, cands: Sequence[Candidate], a: int, b: int) -> fl
     ta, tb = cands[a].get("tail"), cands[b].get("tail")
     if ta is None or tb is None:
         return None
-    paired = _paired(curve, ta, tb, ta[1] - ta[0])
+    return window_t(curve, ta, curve, tb)
+
+
+def window_t(
+    curve_a: StepCurve, window_a: Sequence[int], curve_b: StepCurve, window_b: Sequence[int]
+) -> float | None:
+    """t statistic of ``curve_a``'s loss over ``window_a`` minus ``curve_b``'s over
+    ``window_b``, paired by offset from each window's start, over the last half of
+    ``window_a``'s length: windows that start from one state see the same batches at the
+    same offset, whether they are one trial's candidates or two trials'. Negative: ``a``
+    is lower. ``None`` when fewer than 3 offsets were reported by both."""
+    paired = _paired(curve_a, window_a, curve_b, window_b, window_a[1] - window_a[0])
     return None if paired is None else paired[0]
 
 
@@ -182,7 +193,7 @@ def probe_gap(
     pa, pb = cands[a].get("probe"), cands[b].get("probe")
     if pa is None or pb is None:
         return None
-    return _paired(curve, pa, pb, pa[1] - pa[0])
+    return _paired(curve, pa, curve, pb, pa[1] - pa[0])
 
 
 def reference(cands: Sequence[Candidate], scores: dict[str, float], lr: float) -> int | None:
@@ -283,12 +294,13 @@ def tie(
 
 
 def _paired(
-    curve: StepCurve, wa: Sequence[int], wb: Sequence[int], length: int
+    ca: StepCurve, wa: Sequence[int], cb: StepCurve, wb: Sequence[int], length: int
 ) -> tuple[float, float] | None:
     """``(t, mean)`` of the paired differences over the last half of the first ``length``
-    offsets of two windows; ``t`` is ±inf for a constant non-zero difference."""
-    sa, va = curve.window(wa[0], wa[0] + length)
-    sb, vb = curve.window(wb[0], wb[0] + length)
+    offsets of two windows (of curves ``ca`` and ``cb``); ``t`` is ±inf for a constant
+    non-zero difference."""
+    sa, va = ca.window(wa[0], wa[0] + length)
+    sb, vb = cb.window(wb[0], wb[0] + length)
     other = {s - wb[0]: v for s, v in zip(sb, vb, strict=True)}
     both = [(s - wa[0], v) for s, v in zip(sa, va, strict=True) if s - wa[0] in other]
     n = len(both)

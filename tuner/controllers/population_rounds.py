@@ -83,6 +83,71 @@ def score_rounds(
     return lrs, scores, bad
 
 
+def pick(
+    curves: Sequence[StepCurve],
+    rounds: Sequence[dict[str, Any]],
+    scored: tuple[list[float], dict[str, float], set[int]],
+    config: ExploreConfig,
+) -> dict[str, Any] | None:
+    """The stage's pick from its scored candidates (:func:`score_rounds`), or None when
+    none is usable: ``{"best", "win", "lr", "tie", "tie_t"}``. ``best`` is the best-scored
+    candidate; ``lr`` the vertex of the parabola through it and its neighbours, or, when it
+    ties with another (:func:`tie`), halfway between the two in log-LR, trained on from the
+    larger one's steps (``win``), as ``explore`` does."""
+    lrs, scores, unbounded = scored
+    fair = [k for k in range(len(lrs)) if k not in unbounded and str(k) in scores]
+    if not fair:
+        return None
+    best = min(fair, key=lambda k: scores[str(k)])
+    other, t = tie(curves, rounds, scored, best, config)
+    out = {"best": best, "win": best, "tie": other, "tie_t": t}
+    out["lr"] = scoring.parabola_lr(lrs, scores, best, unbounded)
+    if other is not None:
+        out["lr"] = math.sqrt(lrs[best] * lrs[other])
+        out["win"] = best if lrs[best] > lrs[other] else other
+    if t is not None and not math.isfinite(t):
+        out["tie_t"] = None  # strict JSON holds no infinity
+    return out
+
+
+def tie(
+    curves: Sequence[StepCurve],
+    rounds: Sequence[dict[str, Any]],
+    scored: tuple[list[float], dict[str, float], set[int]],
+    best: int,
+    config: ExploreConfig,
+) -> tuple[int | None, float | None]:
+    """The candidate the best one ties with, or None, and the last t computed: ``explore``'s
+    two rules (:func:`~tuner.controllers.candidate_scores.tie`) across trials. Their
+    cool-downs ran from one state on the same batches, so their losses pair by offset, and
+    two whose paired |t| is below ``tie_t`` tie. Tested in order: a best candidate smaller
+    than ``init_lr`` against ``init_lr``'s (short probes favour small LRs, so a small LR
+    must win by more than noise to replace the user's), and a best candidate at the edge
+    of the LRs tried against its nearest neighbour (the optimum is between them: no round
+    beyond the edge is needed)."""
+    lrs, scores, unbounded = scored
+    if config.tie_t <= 0:
+        return None, None
+    p = len(curves)
+    cooled = [k for k in range(len(lrs)) if k != best and str(k) in scores and k not in unbounded]
+    pairs: list[int] = []
+    if lrs[best] < config.init_lr:
+        pairs += [k for k in cooled if math.isclose(lrs[k], config.init_lr, rel_tol=1e-9)][:1]
+    if cooled and lrs[best] in (min(lrs), max(lrs)):
+        pairs.append(min(cooled, key=lambda k: abs(math.log(lrs[k] / lrs[best]))))
+
+    def tail(k: int) -> tuple[StepCurve, tuple[int, int]]:
+        r, j = divmod(k, p)
+        return curves[j], (rounds[r]["tail"], rounds[r]["until"])
+
+    t = None
+    for other in pairs:
+        t = scoring.window_t(*tail(best), *tail(other))
+        if t is not None and abs(t) < config.tie_t:
+            return other, t
+    return None, t
+
+
 def phase_decision(
     c: ExploreConfig,
     rounds: Sequence[dict[str, Any]],
