@@ -20,6 +20,12 @@ from tuner.errors import ConfigError, InvalidMetricError
 RESTORABLE_METRIC = "restorable"
 """Metric a worker reports as 1.0 when it carries out snapshot/restore directives."""
 
+RESTORE_MISSED_METRIC = "restore_missed"
+"""Reported by a worker from the step a decision asked it to restore a snapshot it does not
+hold (its process restarted mid-stage and resumed from a checkpoint, or the snapshot was
+evicted): the step, as a float. It trained on from its own state instead, so candidates it
+trains from then on did not start where the stage's others did."""
+
 DIVERGED_METRIC = "diverged"
 """Reported as 1.0 (instead of the loss) by a worker whose loss was NaN or infinite while it
 trained a candidate it will be restored from (an ``explore`` decision)."""

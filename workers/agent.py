@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from trials.store import JobStore, Store, resolve_url
 from tuner.errors import ConfigError, InvalidMetricError, StepRegressionError
-from tuner.records import RESTORABLE_METRIC, Decision, DecisionKind, Report
+from tuner.records import (
+    RESTORABLE_METRIC,
+    RESTORE_MISSED_METRIC,
+    Decision,
+    DecisionKind,
+    Report,
+)
 from workers.divergence import diverged_if_not_finite, divergence_hint
 from workers.reporter import Reporter
 
@@ -349,13 +355,22 @@ class Agent:
         )
 
     def _applied(
-        self, step: int, lr: float, decision: Decision | None, *, rewindable: bool
+        self,
+        step: int,
+        lr: float,
+        decision: Decision | None,
+        *,
+        rewindable: bool,
+        missed: int | None = None,
     ) -> None:
         """Record what the scheduler applied at ``step``; ``rewindable``: this rank holds a
-        snapshot to go back to, so a candidate that blows up there can be undone."""
+        snapshot to go back to, so a candidate that blows up there can be undone;
+        ``missed``: the last step a restore found no snapshot (reported from then on)."""
         extra = dict(self._extra)
         if math.isfinite(lr):
             extra["lr"] = lr
+        if missed is not None:
+            extra[RESTORE_MISSED_METRIC] = float(missed)
         extra["decision_version"] = float(decision.version if decision else 0)
         self._extra = extra
         self._exploring = (

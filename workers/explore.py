@@ -25,6 +25,7 @@ last), through a :class:`PeerChannel`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ import torch
 from tuner.errors import ConfigError
 from tuner.records import Decision
 from workers.snapshot import Snapshot, SnapshotStore, restore_all_ranks, wire
+
+log = logging.getLogger(__name__)
 
 
 class PeerChannel(Protocol):
@@ -96,6 +99,7 @@ class StateMover:
         self.restores = 0
         self.peer_loads = 0
         self.published = 0
+        self.missed: int | None = None  # the last step a restore found no snapshot
 
     def apply(self, step: int, decision: Decision | None) -> bool:
         """Carry out ``decision``'s directives if it starts at ``step``; True if restored.
@@ -103,10 +107,16 @@ class StateMover:
         Idempotent: asking again for the same step and decision version does nothing, so a
         scheduler that recomputes an LR cannot restore twice.
 
+        A restore of a snapshot this rank does not hold (it was taken before the process
+        restarted and resumed from a checkpoint, or it was evicted) is skipped with a
+        warning: the rank trains on from its own state, and :attr:`missed` says from which
+        step, which the agent reports (:data:`~tuner.records.RESTORE_MISSED_METRIC`) so the
+        controller stops comparing candidates in that stage. Every rank of a data-parallel
+        job restarts together, so they all skip it alike.
+
         Raises:
-            ConfigError: the decision restores a snapshot this rank does not hold (taken
-                before the process restarted, or evicted), or exchanges states with peers
-                this rank has no channel to, or a peer's state did not come.
+            ConfigError: the decision exchanges states with peers this rank has no channel
+                to, or a peer's state did not come.
         """
         if decision is None or decision.from_step != step or not decision.moves_state:
             return False
@@ -128,14 +138,20 @@ class StateMover:
             self.store.put(step, self._take(step))
             self.snapshots_taken += 1
         source = decision.restore_from
-        if source is not None:
-            if source not in self.store:
-                raise ConfigError(
-                    f"decision v{decision.version} (stage {decision.stage}) restores the "
-                    f"snapshot of step {source} at step {step}, but this rank holds snapshots "
-                    f"of steps {self.store.keys()} only; a rank restarted mid-stage cannot "
-                    "rejoin an exploration stage"
-                )
+        if source is not None and source not in self.store:
+            log.warning(
+                "tautune: decision v%d (stage %d) restores the snapshot of step %d at step %d, "
+                "but this rank holds snapshots of steps %s only (it restarted mid-stage, or "
+                "the snapshot was evicted); training on from the current state, and telling "
+                "the controller",
+                decision.version,
+                decision.stage,
+                source,
+                step,
+                self.store.keys(),
+            )
+            self.missed = step
+        elif source is not None:
             self._restore(self.store.get(source))
             restored = True
             for old in self.store:

@@ -76,7 +76,8 @@ class TautuneLR(LRScheduler):
             lr = self.base.lr(step)
         if self.agent is not None:
             rewindable = self.mover is not None and len(self.mover.store) > 0
-            self.agent._applied(step, lr, decision, rewindable=rewindable)
+            missed = None if self.mover is None else self.mover.missed
+            self.agent._applied(step, lr, decision, rewindable=rewindable, missed=missed)
         return lr
 
     def get_lr(self) -> list[float]:  # type: ignore[override]

@@ -3,6 +3,7 @@ restores its model when the decisions say so."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from collections.abc import Callable
@@ -227,3 +228,68 @@ def test_a_worker_that_reports_every_10_steps_is_not_kept_waiting_and_is_scored(
     assert stored is not None and stored["inner"]["every"] == 10
     stage = stored["inner"]["stages"][0]
     assert sum(s is not None for s in stage["scores"]) >= 2  # candidates were scored
+
+
+def test_a_rank_that_restarts_mid_stage_from_its_checkpoint_trains_to_the_end(
+    ray_local: None, store: Store, redis_server: Any
+) -> None:
+    # The rank's process dies 5 steps into the second candidate and a new one resumes from
+    # its last checkpoint (every 10 steps), holding none of the stage's snapshots. It used
+    # to stop at the first restore with an error; now it trains on, says so, and the head
+    # gives the stage up with what it had scored.
+    steps = 400
+    name = "explore-rank-restart"
+    spec = {"init_lr": 0.01, "total_steps": steps, "warmup_steps": 20, "explore_budget": 0.2}
+    start_head(name, redis_server.url, spec)
+    job = store.job(name)
+    _wait_for_head(job)
+    torch.manual_seed(0)
+    x = torch.randn(512, 16)
+    y = x @ torch.randn(16, 1) + 0.1 * torch.randn(512, 1)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    checkpoint: dict[str, Any] = {}
+    crashed_at: list[int] = []
+    resume = 0
+    for attempt in (0, 1):
+        agent = Agent(job, rank=0, sync_timeout_s=60.0, flush_every=4, attempt=attempt)
+        sched = agent.lr_scheduler(opt, model=model, last_epoch=resume - 1)
+        for step in range(resume, steps):
+            d = agent.decision(step)
+            second = d is not None and d.restore_from is not None  # a candidate after the first
+            if attempt == 0 and second and step == d.from_step + 5:  # type: ignore[union-attr]
+                crashed_at.append(step)
+                break  # the process dies: nothing after its last flush is kept
+            if step % 10 == 0:
+                checkpoint = {
+                    "step": step,
+                    "model": {k: v.clone() for k, v in model.state_dict().items()},
+                    "opt": copy.deepcopy(opt.state_dict()),
+                    "rng": torch.get_rng_state(),
+                }
+            idx = torch.randint(0, 512, (32,))
+            loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            agent.report(step, loss=loss.item())
+            sched.step()
+            time.sleep(0.001)
+        agent.close()
+        if attempt == 0:
+            assert crashed_at, "the stage never reached its second candidate"
+            model.load_state_dict(checkpoint["model"])
+            opt.load_state_dict(checkpoint["opt"])
+            torch.set_rng_state(checkpoint["rng"])
+            resume = checkpoint["step"]
+    final = stop_head(name)
+    assert final is not None and final["error"] is None
+    decisions = sorted(job.stage_decisions(), key=lambda d: d.from_step)
+    commit = next(d for d in decisions if d.kind is DecisionKind.COMMIT)
+    assert commit.info["segment"]["abandoned"]["rank"] == 0
+    assert commit.restore_from is None and commit.from_step > crashed_at[0]
+    assert commit.until_step == steps and commit.lr_end == 0.0
+    assert decisions[-1] == commit
+    # the head went on from the rank's replay: every step of both attempts was reported
+    assert job.report_count() == steps + crashed_at[0] - resume
+    assert agent.stall_s < 30

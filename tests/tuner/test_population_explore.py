@@ -285,3 +285,43 @@ def test_the_population_benchmark_pairs_each_seed_with_explore_and_writes_its_pa
     assert pop["trained_steps"] == 3 * seq["trained_steps"]
     text = page(doc, "tautune bench population --json x.json")
     assert "| nqm | tautune-population-3 |" in text and "equal on 2 of 2" in text
+
+
+def test_a_trial_that_restarts_mid_stage_leaves_it_to_the_others() -> None:
+    ctl = PopulationExplore(_config(), 3)
+    for t in range(3):
+        _report(ctl, t, 0)
+    h = (0, 0, 0)
+    for phase in ("probe", "tail"):  # a probe's cool-down is planned with it
+        for t in range(3):
+            d = ctl.propose(t, _plan(h, h, t))
+            assert d is not None and d.info["segment"]["role"] == phase
+            ctl.accept(t, d.with_version(1 if phase == "probe" else 2))
+    start, end = ctl.rounds[0]["from"], ctl.rounds[0]["until"]
+    at = (start + 5,) * 3
+    for t in range(3):
+        _report(ctl, t, start + 5)
+    assert ctl.propose(1, _plan(at, at, 1)) is None  # mid-probe: nothing new yet
+    # trial 1's process restarts and resumes from its checkpoint of step start + 2
+    back = Report(rank=0, step=start + 2, metrics={"loss": 1.0, "restorable": 1.0}, attempt=1)
+    ctl.observe(1, [back])
+    lost = ctl.propose(1, _plan(at, (start + 5, start + 2, start + 5), 1))
+    assert lost is not None and lost.info["segment"]["role"] == "lost"
+    assert lost.from_step == start + 6 and lost.info["final"] and not lost.moves_state
+    ctl.accept(1, lost.with_version(3))
+    assert ctl.lost == [False, True, False]
+    # the others' round ends without waiting for trial 1's replay, and it is not scored
+    for t in (0, 2):
+        _report(ctl, t, end - 1)
+    done = (end - 1, start + 2, end - 1)
+    nxt = ctl.propose(0, _plan(done, done, 0))
+    assert nxt is not None and nxt.info["segment"]["role"] in ("commit", "probe")
+    assert ctl.summary()["scores"][1] is None
+    # a restart before the stage began does not count against it
+    fresh = PopulationExplore(_config(), 2)
+    _report(fresh, 0, 0)
+    fresh.observe(1, [Report(rank=0, step=3, metrics={"loss": 1.0, "restorable": 1.0})])
+    fresh.observe(1, [Report(rank=0, step=1, metrics={"loss": 1.0, "restorable": 1.0}, attempt=1)])
+    h2 = (3, 3)
+    d = fresh.propose(1, _plan(h2, h2, 1))
+    assert d is not None and d.info["segment"]["role"] == "probe"

@@ -129,12 +129,51 @@ def test_a_worker_that_cannot_restore_says_why(job: JobStore, agent: Agent) -> N
         sched.step()
 
 
-def test_restoring_a_snapshot_this_rank_never_took_is_an_error() -> None:
+def test_a_restore_of_a_snapshot_this_rank_never_took_is_skipped_and_remembered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     model, opt, _, _ = _problem()
+    before = [p.detach().clone() for p in model.parameters()]
     mover = StateMover(model, opt)
     d = Decision(stage=0, kind=DecisionKind.COMMIT, from_step=5, lr=0.1, restore_from=2)
-    with pytest.raises(ConfigError, match="holds snapshots of steps"):
-        mover.apply(5, d)
+    with caplog.at_level("WARNING", logger="workers.explore"):
+        assert not mover.apply(5, d)
+    assert mover.missed == 5 and mover.restores == 0
+    assert "snapshot of step 2 at step 5" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_rank_restarted_mid_stage_trains_on_and_reports_the_miss(job: JobStore) -> None:
+    # the stage snapshots at step 2 and its second candidate restores it at step 6; the
+    # rank's process restarts and resumes at step 4, so it holds no snapshot
+    first = Decision(
+        stage=0, kind=DecisionKind.EXPLORE, from_step=2, until_step=6, lr=0.01, snapshot=True
+    )
+    second = Decision(
+        stage=1, kind=DecisionKind.EXPLORE, from_step=6, until_step=10, lr=0.001, restore_from=2
+    )
+    _commit(job, [first, second])
+    agent = Agent(job, rank=0, sync=False, flush_every=1, attempt=1)
+    try:
+        model, opt, x, y = _problem()
+        opt.param_groups[0]["initial_lr"] = 1e-2
+        sched = agent.lr_scheduler(opt, model=model, last_epoch=3)  # resumed: next is step 4
+        for step in range(4, 9):
+            loss = torch.nn.functional.mse_loss(model(x[:32]), y[:32])
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            agent.report(step, loss=loss.item())
+            sched.step()
+        agent.flush()
+    finally:
+        agent.close()
+    job.ensure_group()
+    reports = {r.step: r for _, r in job.read_reports("test").reports}
+    assert sched.mover is not None and sched.mover.missed == 6
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.001)  # the candidate's LR all the same
+    assert reports[4].attempt == 1 and "restore_missed" not in reports[5].metrics
+    assert all(reports[s].metrics["restore_missed"] == 6.0 for s in (6, 7, 8))
 
 
 def test_directives_run_once_per_decision_and_old_snapshots_are_dropped() -> None:

@@ -65,6 +65,13 @@ a trust region of ×/÷ ``trust``. In our benchmarks later stages did not pay fo
 themselves (short probes late in a run keep preferring the smallest candidate), so one
 stage is the default.
 
+Restarts: a rank that restarts mid-stage resumes from its own checkpoint and holds none of
+the stage's snapshots; it trains on from where it is, and says so when a restore finds no
+snapshot (:mod:`workers.explore`). Its curve is no candidate's any more, so once a restart
+or a missed restore is reported (:class:`~tuner.controllers.restarts.RestartWatch`) the
+stage ends at its current segment with a commit of the best candidate scored before it,
+from the rank's own state (nothing to restore), decaying to the end as usual.
+
 What one stage cannot fix: a probe of ``c + a`` steps answers "which LR is best for a run
 this short", and that answer is biased in a direction that depends on the task. Measured
 on held-out seeds: shorter probes, longer cool-downs and a denser first grid all raise the
@@ -106,11 +113,13 @@ from tuner.controllers.base import Plan
 from tuner.controllers.explore_config import ExploreConfig, report_interval
 from tuner.controllers.explore_segments import (
     extension,
+    finish_stage,
     segment_decision,
     sparse_restart,
     stage_candidates,
     stage_lr,
 )
+from tuner.controllers.restarts import RestartWatch
 from tuner.controllers.staged import StagedLRController
 from tuner.errors import ConfigError
 from tuner.records import RESTORABLE_METRIC, Decision, Report
@@ -133,6 +142,8 @@ class ExploreLR(StagedLRController):
         self.base_lr: list[float] | None = None  # [step, lr] the base schedule last set
         # whether that LR was above the one reported before it (None: not compared yet)
         self.warming_up: bool | None = None
+        self.restarts = RestartWatch()
+        self.stage_restarts = 0  # restarts.count when the stage under way began
 
     # -- contract -----------------------------------------------------------------------
 
@@ -146,6 +157,7 @@ class ExploreLR(StagedLRController):
                     self.warming_up = lr > self.base_lr[1] * (1 + 1e-9)
                 if self.base_lr is None or r.step > self.base_lr[0]:
                     self.base_lr = [r.step, lr]
+        self.restarts.observe(reports)
         super().observe(reports)
 
     def propose(self, plan: Plan) -> Decision | None:
@@ -184,6 +196,7 @@ class ExploreLR(StagedLRController):
         if role == "probe" and seg["cand"] == 0 and seg.get("part") != 2:
             if not seg.get("restart"):  # a restart goes back to the same snapshot
                 self.stage, self.stage_start = seg["stage"], decision.from_step
+                self.stage_restarts = self.restarts.count
             self.every = seg.get("every", self.every)
             self.cands = [{"lr": lr, "status": "pending"} for lr in seg["cands"]]
         if role == "probe" and seg["cand"] == len(self.cands) and seg.get("part") != 2:
@@ -202,7 +215,7 @@ class ExploreLR(StagedLRController):
                 cand[role] = [decision.from_step, decision.until_step]
         self._record_scores(seg.get("scores", {}))
         if role == "commit":
-            self._finish_stage(seg)
+            finish_stage(self, seg)
             self.finished = bool(seg.get("final"))
         if role in ("anneal", "detach") or (role == "hold" and seg.get("final")):
             self.finished = True
@@ -218,6 +231,8 @@ class ExploreLR(StagedLRController):
             "every": self.every,
             "base_lr": self.base_lr,
             "warming_up": self.warming_up,
+            "restarts": self.restarts.state_dict(),
+            "stage_restarts": self.stage_restarts,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -233,6 +248,8 @@ class ExploreLR(StagedLRController):
             self.base_lr = None if base is None else [int(base[0]), float(base[1])]
             rising = state.get("warming_up")
             self.warming_up = None if rising is None else bool(rising)
+            self.restarts.load_state_dict(state.get("restarts"))
+            self.stage_restarts = int(state.get("stage_restarts", 0))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"ExploreLR state is malformed: {e!r}") from None
 
@@ -278,6 +295,10 @@ class ExploreLR(StagedLRController):
             return self._stage_start(self.stage + 1, until, plan)
         if plan.last_step < until - 1:
             return None  # the next segment depends on this one's result
+        if self.restarts.count > self.stage_restarts:
+            # a rank restarted, or restored no snapshot, since the stage began: its reports
+            # are no candidate's curve now, and no restore can bring it back to the stage
+            return {"role": "commit", "scores": self._recorded(), "abandoned": self.restarts.last}
         j, cut = last["cand"], None
         if role == "probe" and j == 0 and last.get("part") == 1 and not last.get("restart"):
             sparse = sparse_restart(self, last, until)
@@ -364,32 +385,10 @@ class ExploreLR(StagedLRController):
         init = c.init_lr if self.stage == 0 else None
         return scoring.tie(self.curve, cands, win, c.tie_t, init)
 
+    def _recorded(self) -> dict[str, float]:
+        """The scores recorded before the segment under way: none of its steps counted."""
+        return {str(j): c["score"] for j, c in enumerate(self.cands) if "score" in c}
+
     def _record_scores(self, scores: dict[str, float]) -> None:
         for key, value in scores.items():
             self.cands[int(key)]["score"] = value
-
-    def _finish_stage(self, seg: dict[str, Any]) -> None:
-        scores = [c["score"] for c in self.cands if "score" in c]
-        if scores:
-            mid = sum(scores) / len(scores)
-            spread = (max(scores) - min(scores)) or 1.0
-            p = self._progress(self.stage)
-            for cand in self.cands:
-                if "score" in cand:
-                    self.gp.observe(cand["lr"], (cand["score"] - mid) / spread, progress=p)
-        self.stages.append(
-            {
-                "stage": self.stage,
-                "from": self.stage_start,
-                "lr": seg["lr"],
-                "lr_end": seg.get("lr_end"),
-                "candidates": [c["lr"] for c in self.cands],
-                "scores": [c.get("score") for c in self.cands],
-                "tie_t": seg.get("tie_t"),
-                "tie_lr": seg.get("tie_lr"),
-                "pruned": [j for j, c in enumerate(self.cands) if c.get("pruned")],
-                "skipped": [j for j, c in enumerate(self.cands) if c["status"] == "skipped"],
-            }
-        )
-        self.stages = self.stages[-64:]
-        self.curve.prune(seg["from"])

@@ -1,8 +1,8 @@
 """What the ``explore`` controller (:mod:`tuner.controllers.explore_lr`) writes: the
 decision a planned segment becomes (probe, tail, commit, anneal, hold), the LRs a stage
-tries, the candidate beyond the edge, the restart for sparse reports, and the LRs a stage
-starts and decays from. Functions of the controller's state; they change only the
-segment they are given."""
+tries, the candidate beyond the edge, the restart for sparse reports, the LRs a stage
+starts and decays from, and what closing a stage records. Functions of the controller's
+state; they change only the segment they are given, except :func:`finish_stage`."""
 
 from __future__ import annotations
 
@@ -74,9 +74,12 @@ def segment_decision(ctl: ExploreLR, seg: dict[str, Any], plan: Plan) -> Decisio
         # the cut this segment carries (the last probe's) is accepted after it is made
         cands = ctl.cands if "cut" not in seg else scoring.with_cut(ctl.cands, seg["cut"])
         win = scoring.winner(cands, seg["scores"])
+        # abandoned: a rank left the stage's line (it restarted), so nothing is restored
+        rewind = seg.get("abandoned") is None
         if win is None:  # nothing could be scored: back to where the stage started
             kind, lr = DecisionKind.COMMIT, stage_lr(ctl)
-            kw["restore_from"] = ctl.stage_start
+            if rewind:
+                kw["restore_from"] = ctl.stage_start
         else:
             kind, lr = (
                 DecisionKind.COMMIT,
@@ -93,7 +96,8 @@ def segment_decision(ctl: ExploreLR, seg: dict[str, Any], plan: Plan) -> Decisio
                 lrs = (float(cands[win]["lr"]), float(cands[other]["lr"]))
                 lr = math.sqrt(lrs[0] * lrs[1])
                 win, seg["tie_lr"] = (win if lrs[0] > lrs[1] else other), lrs[1]
-            kw["restore_from"] = ctl.cands[win]["tail"][0]
+            if rewind:
+                kw["restore_from"] = ctl.cands[win]["tail"][0]
         seg["lr"] = lr
         nominal = c.first_stage + (ctl.stage + 1) * c.stage_span
         until = max(nominal, start + probe_steps)
@@ -214,3 +218,33 @@ def _spread(lrs: Sequence[float], factor: float = 1.25) -> list[float]:
         if not out or lr > out[-1] * factor:
             out.append(lr)
     return out
+
+
+def finish_stage(ctl: ExploreLR, seg: dict[str, Any]) -> None:
+    """Close the stage ``seg`` commits: its scores go to the GP (centred and scaled per
+    stage), its record to ``ctl.stages``, and the curve before the commit is dropped."""
+    scores = [c["score"] for c in ctl.cands if "score" in c]
+    if scores:
+        mid = sum(scores) / len(scores)
+        spread = (max(scores) - min(scores)) or 1.0
+        p = ctl._progress(ctl.stage)
+        for cand in ctl.cands:
+            if "score" in cand:
+                ctl.gp.observe(cand["lr"], (cand["score"] - mid) / spread, progress=p)
+    ctl.stages.append(
+        {
+            "stage": ctl.stage,
+            "from": ctl.stage_start,
+            "lr": seg["lr"],
+            "lr_end": seg.get("lr_end"),
+            "candidates": [c["lr"] for c in ctl.cands],
+            "scores": [c.get("score") for c in ctl.cands],
+            "tie_t": seg.get("tie_t"),
+            "tie_lr": seg.get("tie_lr"),
+            "pruned": [j for j, c in enumerate(ctl.cands) if c.get("pruned")],
+            "skipped": [j for j, c in enumerate(ctl.cands) if c["status"] == "skipped"],
+            **({"abandoned": seg["abandoned"]} if seg.get("abandoned") else {}),
+        }
+    )
+    ctl.stages = ctl.stages[-64:]
+    ctl.curve.prune(seg["from"])

@@ -18,9 +18,15 @@ from one snapshot, this controller gives each trial one candidate for the same s
    stage's start loss) or stalled (cooled down no lower than the start while another got
    below it) counts as unboundedly bad.
 4. **Bracket.** When the best is the smallest or largest LR tried, every trial restores the
-   stage's snapshot and another round probes P candidates beyond it (twice at most).
+   stage's snapshot and another round probes P candidates beyond it (twice at most),
+   unless it ties with its nearest neighbour (below).
 5. **Commit.** The LR is the vertex of the parabola through the best candidate and its
-   neighbours (:func:`~tuner.controllers.candidate_scores.parabola_lr`). The winning trial
+   neighbours (:func:`~tuner.controllers.candidate_scores.parabola_lr`). **Ties**, as in
+   ``explore``: two candidates whose cool-downs, paired step by step across their trials,
+   differ by a t below ``tie_t`` put the LR halfway between them in log-LR, trained on
+   from the larger one's steps. Two pairs are tested: a best candidate below ``init_lr``
+   against ``init_lr``'s, and one at the edge against its nearest neighbour
+   (:func:`~tuner.controllers.population_rounds.tie`). The winning trial
    restores its own pre-cool-down snapshot and publishes it; every other trial loads it.
    All trials then train the winner's ``c`` probe steps on, at that LR, decaying linearly
    to ``final_lr`` at ``total_steps``.
@@ -43,7 +49,6 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from tuner.controllers import candidate_scores as scoring
 from tuner.controllers.base import Plan, PopulationController
 from tuner.controllers.curves import StepCurve
 from tuner.controllers.explore_config import ExploreConfig, report_interval
@@ -52,8 +57,10 @@ from tuner.controllers.population_rounds import (
     first_round,
     lost_decision,
     phase_decision,
+    pick,
     score_rounds,
 )
+from tuner.controllers.restarts import RestartWatch
 from tuner.errors import ConfigError
 from tuner.records import RESTORABLE_METRIC, Decision, Report
 
@@ -90,6 +97,8 @@ class PopulationExplore(PopulationController):
         self.result: dict[str, Any] | None = None
         self.finished = False
         self.lost = [False] * trials  # went past a phase's start before it was given it
+        self.restarts = [RestartWatch() for _ in range(trials)]
+        self.stage_restarts = [0] * trials  # each watch's count when the stage began
 
     # -- contract -----------------------------------------------------------------------
 
@@ -105,18 +114,21 @@ class PopulationExplore(PopulationController):
                     self.warming_up = lr > self.base_lr[1] * (1 + 1e-9)
                 if self.base_lr is None or r.step > self.base_lr[0]:
                     self.base_lr = [r.step, lr]
+        self.restarts[trial].observe(reports)
         self.curves[trial].add(reports)
 
     def propose(self, trial: int, plan: Plan) -> Decision | None:
         self._check(trial)
         if self.lost[trial]:
             return None
+        if self._left_stage(trial):
+            return self._lost_decision(trial, plan)
         if self.phase is not None and self.given[trial] < self.phase["id"]:
             if plan.horizon >= self.phase["from"]:
                 return self._lost_decision(trial, plan)
             return self._decision(trial, self.phase, plan)
         live = [g for g, lost in zip(self.given, self.lost, strict=True) if not lost]
-        if self.finished or (self.phase is not None and min(live) < self.phase["id"]):
+        if self.finished or not live or (self.phase is not None and min(live) < self.phase["id"]):
             return None
         nxt = self._next(plan)
         return None if nxt is None else self._decision(trial, nxt, plan)
@@ -128,6 +140,8 @@ class PopulationExplore(PopulationController):
             self.lost[trial] = True
         elif self.phase is None or seg["id"] > self.phase["id"]:
             self.phase = seg
+            if seg["id"] == 1:
+                self.stage_restarts = [w.count for w in self.restarts]
             if seg["role"] == "probe":
                 self.rounds.append(
                     {
@@ -140,7 +154,9 @@ class PopulationExplore(PopulationController):
             elif seg["role"] == "tail":
                 self.rounds[-1]["until"] = seg["until"]
             else:
-                self.result = {k: seg.get(k) for k in ("lr", "lr_end", "winner", "scores")}
+                self.result = {
+                    k: seg.get(k) for k in ("lr", "lr_end", "winner", "scores", "tie", "tie_t")
+                }
                 self.finished = True
                 for curve in self.curves:
                     curve.prune(seg["from"])
@@ -165,21 +181,19 @@ class PopulationExplore(PopulationController):
         through = self._live_through(plan)
         done = [r for r in self.rounds if r["until"] is not None and through >= r["until"] - 1]
         start = max(max(plan.peers_horizon or (plan.horizon,)) + 1, self.phase["until"] or 0)
-        lrs, scores, bad = score_rounds(self.curves, done, self.lost)
-        fair = [k for k in range(len(lrs)) if k not in bad and str(k) in scores]
+        scored = score_rounds(self.curves, done, self.lost)
+        chosen = pick(self.curves, done, scored, self.config)
         seg: dict[str, Any] = {
             "id": self.phase["id"] + 1,
             "role": "commit",
             "from": start,
             "round": self.phase["round"],
             "every": self._every(),
-            "scores": scores,
+            "scores": scored[1],
             "detached": True,
         }
-        if fair:
-            win = min(fair, key=lambda k: scores[str(k)])
-            seg["lr"] = scoring.parabola_lr(lrs, scores, win, bad)
-            seg["winner"] = list(divmod(win, self.trials))
+        if chosen is not None:
+            seg.update(self._picked(chosen))
         else:
             seg["lr"], seg["winner"] = self.config.init_lr, None
         return self._decision(trial, seg, plan)
@@ -198,6 +212,8 @@ class PopulationExplore(PopulationController):
             "result": self.result,
             "finished": self.finished,
             "lost": self.lost,
+            "restarts": [w.state_dict() for w in self.restarts],
+            "stage_restarts": self.stage_restarts,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -215,6 +231,10 @@ class PopulationExplore(PopulationController):
             self.result = state["result"]
             self.finished = bool(state["finished"])
             self.lost = [bool(x) for x in state["lost"]]
+            saved = state.get("restarts") or [None] * self.trials
+            for watch, one in zip(self.restarts, saved, strict=True):
+                watch.load_state_dict(one)
+            self.stage_restarts = [int(x) for x in state.get("stage_restarts", [0] * self.trials)]
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"PopulationExplore state is malformed: {e!r}") from None
 
@@ -230,6 +250,7 @@ class PopulationExplore(PopulationController):
             "scores": [scores.get(str(j)) for j in range(len(lrs))],
             "lr": None if self.result is None else self.result["lr"],
             "winner": None if self.result is None else self.result["winner"],
+            "tie": None if self.result is None else self.result.get("tie"),
             "lost": [j for j, lost in enumerate(self.lost) if lost],
             "probe_steps": self.config.lengths(self._every())[0],
         }
@@ -248,7 +269,17 @@ class PopulationExplore(PopulationController):
     def _live_through(self, plan: Plan) -> int:
         """The last step every trial still in the stage has reported through."""
         reported = plan.peers_last_step or (plan.last_step,)
-        return min(r for r, lost in zip(reported, self.lost, strict=False) if not lost)
+        live = [r for r, lost in zip(reported, self.lost, strict=False) if not lost]
+        return min(live) if live else max(reported)
+
+    def _left_stage(self, trial: int) -> bool:
+        """Whether ``trial`` restarted, or restored no snapshot, during the stage's rounds
+        (:class:`~tuner.controllers.restarts.RestartWatch`): it cannot take part any more,
+        and goes on as a lost trial does."""
+        ph = self.phase
+        if ph is None or self.finished or ph["role"] not in ("probe", "tail"):
+            return False
+        return self.restarts[trial].count > self.stage_restarts[trial]
 
     def _every(self) -> int:
         return int(self.phase.get("every", 1)) if self.phase is not None else 1
@@ -304,39 +335,35 @@ class PopulationExplore(PopulationController):
 
     def _after_round(self, last: dict[str, Any]) -> dict[str, Any]:
         c = self.config
-        lrs, scores, unbounded = self._scored()
+        scored = self._scored()
+        lrs, scores, _ = scored
         start = last["until"]
-        fair = [j for j in range(len(lrs)) if j not in unbounded and str(j) in scores]
-        if not fair:  # nothing usable: every trial back to the stage's start, at init_lr
-            return {
-                **self._base(last),
-                "role": "commit",
-                "from": start,
-                "lr": c.init_lr,
-                "winner": None,
-                "scores": scores,
-            }
-        win = min(fair, key=lambda j: scores[str(j)])
+        chosen = pick(self.curves, self.rounds, scored, c)
+        commit = {**self._base(last), "role": "commit", "from": start, "scores": scores}
+        if chosen is None:  # nothing usable: every trial back to the stage's start, at init_lr
+            return {**commit, "lr": c.init_lr, "winner": None}
+        best = chosen["best"]
         order = sorted(range(len(lrs)), key=lrs.__getitem__)
         lo, hi = c.bounds
-        edge = win in (order[0], order[-1]) and lrs[win] not in (lo, hi)
+        edge = best in (order[0], order[-1]) and lrs[best] not in (lo, hi)
         probe, _, tail = c.lengths(self._every())
         room = c.total_steps is None or start + 2 * (probe + tail) <= c.total_steps
-        if edge and len(self.rounds) < MAX_ROUNDS and room:
+        if edge and chosen["tie"] is None and len(self.rounds) < MAX_ROUNDS and room:
             first = self.rounds[0]["cands"]
             ratio = (first[-1] / first[0]) ** (1 / (len(first) - 1))
-            up = win == order[-1]
-            cands = beyond(lrs[win], ratio if up else 1 / ratio, self.trials, c.bounds)
+            up = best == order[-1]
+            cands = beyond(lrs[best], ratio if up else 1 / ratio, self.trials, c.bounds)
             return self._round(last["id"] + 1, start, sorted(cands), self._every())
-        lr = scoring.parabola_lr(lrs, scores, win, unbounded)
-        r, j = divmod(win, self.trials)
+        return {**commit, **self._picked(chosen)}
+
+    def _picked(self, chosen: dict[str, Any]) -> dict[str, Any]:
+        """The commit's fields for :func:`pick`'s result."""
+        tied = chosen["tie"]
         return {
-            **self._base(last),
-            "role": "commit",
-            "from": start,
-            "lr": lr,
-            "winner": [r, j],
-            "scores": scores,
+            "lr": chosen["lr"],
+            "winner": list(divmod(chosen["win"], self.trials)),
+            "tie": None if tied is None else list(divmod(tied, self.trials)),
+            "tie_t": chosen["tie_t"],
         }
 
     def _scored(self) -> tuple[list[float], dict[str, float], set[int]]:
