@@ -34,6 +34,8 @@ def _lr(args: argparse.Namespace) -> dict[str, object] | None:
     """The head's controller spec from --lr and --mixture (both: a composite)."""
     from tuner.specs import combine_specs, parse_lr_spec, parse_mixture_spec
 
+    if getattr(args, "population", None) is not None and getattr(args, "mixture", None):
+        raise ConfigError("a population tunes the LR only: drop --mixture")
     lr = parse_lr_spec(args.lr) if args.lr else None
     mixture = parse_mixture_spec(args.mixture) if getattr(args, "mixture", None) else None
     return combine_specs(lr, mixture)
@@ -75,7 +77,9 @@ def _attach(args: argparse.Namespace) -> int:
         raise ConfigError(
             "attach needs --lr and/or --mixture, e.g. --lr init_lr=1e-3,tau=100,total_steps=5000"
         )
-    return attach(args.job, _redis(args), spec, ray_address=args.address)
+    return attach(
+        args.job, _redis(args), spec, ray_address=args.address, population=args.population
+    )
 
 
 def _detach(args: argparse.Namespace) -> int:
@@ -112,6 +116,7 @@ def _submit(args: argparse.Namespace) -> int:
         job=args.job,
         working_dir=args.working_dir,
         follow=args.follow,
+        population=args.population,
     )
 
 
@@ -119,6 +124,20 @@ def _stop(args: argparse.Namespace) -> int:
     from tuner.commands.submit import stop
 
     return stop(args.job, _redis(args), address=args.address)
+
+
+def _add_population(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--population",
+        type=int,
+        default=None,
+        metavar="P",
+        help=(
+            f"{what}tuned by one head that compares their LRs (with --lr method=explore: "
+            "one candidate per trial, then every trial goes on from the winner's state); "
+            "needs --lr, no --mixture"
+        ),
+    )
 
 
 def _add_redis(p: argparse.ArgumentParser, default_help: str = f"default: ${URL_ENV}") -> None:
@@ -205,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_redis(submit)
     submit.add_argument("--mixture", default=None, help=MIXTURE_HELP)
+    _add_population(submit, "run COMMAND P times at once, trial i with TAUTUNE_TRIAL=i, ")
     submit.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     submit.set_defaults(func=_submit)
 
@@ -233,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--address", default=None, help="Ray cluster to run the head on (default: here)"
     )
     _add_redis(attach)
+    _add_population(attach, "the job runs P trials (each with TAUTUNE_TRIAL set): ")
     attach.set_defaults(func=_attach)
 
     detach = sub.add_parser(

@@ -1,11 +1,15 @@
 """The entrypoint ``tautune submit`` gives a Ray job: start the head, run the command.
 
-    python -m tuner.launch --job J [--lr SPEC_JSON] -- python train.py ...
+    python -m tuner.launch --job J [--lr SPEC_JSON] [--population P] -- python train.py ...
 
 Runs on the cluster as the job's driver: connects to Ray (``RAY_ADDRESS``, set by the Jobs
 API), starts the job's head actor (when an LR spec is given), runs the user's command with
 ``TAUTUNE_JOB`` and ``TAUTUNE_REDIS_URL`` in its environment, and stops the head (after a
 last checkpoint) when the command ends, fails or is stopped. Exits with the command's code.
+
+With ``--population P`` the head decides for P trials (:mod:`tuner.population_head`) and
+the command runs P times at once, trial ``i`` with ``TAUTUNE_TRIAL=i``; the exit code is
+the first failing trial's, else 0.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from types import FrameType
 
 from trials.store import resolve_url
+
+TRIAL_ENV = "TAUTUNE_TRIAL"  # as workers.agent reads it (not imported: it loads torch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,11 +35,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--job", required=True)
     parser.add_argument("--lr", default=None, help="controller spec as JSON")
     parser.add_argument("--redis", default=None)
+    parser.add_argument("--population", type=int, default=None, help="trials (>= 2)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given after --")
+    if args.population is not None and (args.population < 2 or not args.lr):
+        parser.error("--population needs at least 2 trials and an --lr spec")
     url = resolve_url(args.redis)
     if url is None:
         parser.error("no Redis URL: pass --redis or set TAUTUNE_REDIS_URL")
@@ -44,20 +54,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tuner.head import start_head, stop_head
 
-    ray.init(log_to_driver=False, logging_level=logging.ERROR)
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False, logging_level=logging.ERROR)
     if spec is not None:
-        start_head(args.job, url, spec)
-        print(f"tautune: head for job {args.job} started", flush=True)
-    child = subprocess.Popen(command, env=env, cwd=cwd)
+        start_head(args.job, url, spec, trials=args.population)
+        waited = _wait_for_head(args.job, url)
+        print(f"tautune: head for job {args.job} started ({waited:.0f} s)", flush=True)
+    trials = [None] if args.population is None else list(range(args.population))
+    children = [
+        subprocess.Popen(command, env=env if t is None else {**env, TRIAL_ENV: str(t)}, cwd=cwd)
+        for t in trials
+    ]
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        child.send_signal(signum)
+        for child in children:
+            child.send_signal(signum)
 
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, forward)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        code = child.wait()
+        codes = [child.wait() for child in children]
+        for t, c in zip(trials, codes, strict=True):
+            if c != 0 and t is not None:
+                print(f"tautune: trial {t} exited with code {c}", flush=True)
+        code = next((c for c in codes if c != 0), 0)
     finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         if spec is not None:
             final = stop_head(args.job)
             if final is not None:
@@ -67,6 +89,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
     return code
+
+
+HEAD_WAIT_S = 120.0
+"""How long the command waits for the head to take its lease (it loads torch and botorch
+as it starts): a stage it would miss the start of is a stage lost."""
+
+
+def _wait_for_head(job: str, url: str) -> float:
+    """Seconds until the job's head holds its lease (``HEAD_WAIT_S`` at most: the command
+    then starts anyway, on its base schedule until the head comes)."""
+    from trials.store import Store
+
+    store = Store.connect(url).job(job)
+    start = time.monotonic()
+    while not store.head_alive() and time.monotonic() - start < HEAD_WAIT_S:
+        time.sleep(0.1)
+    return time.monotonic() - start
 
 
 if __name__ == "__main__":

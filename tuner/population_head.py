@@ -47,6 +47,7 @@ class PopulationLoop(Loop):
         self.committed = 0
         self.malformed = 0
         self.restored = False
+        self.detached = False
         self._last_checkpoint = time.monotonic()
 
     def resync(self) -> None:
@@ -146,6 +147,7 @@ class PopulationLoop(Loop):
         if any(self.pending):
             self._commit(0, None)
         self.store.clear_detach()
+        self.detached = True
         log.info("tautune head %s: detached", self.store.job)
         self.stop()
 

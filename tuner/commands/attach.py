@@ -11,10 +11,12 @@ from types import FrameType
 from rich.console import Console
 
 from trials.store import Store
+from tuner.commands.submit import check_population
 from tuner.errors import ConfigError
 from tuner.head import HeadLoop, find_head, start_head
+from tuner.population_head import PopulationLoop
 from tuner.records import Decision
-from tuner.specs import build_controller
+from tuner.specs import build_controller, build_population_controller
 
 
 def attach(
@@ -23,12 +25,15 @@ def attach(
     spec: dict[str, object],
     *,
     ray_address: str | None = None,
+    population: int | None = None,
     console: Console | None = None,
 ) -> int:
     """Start the job's head. With a Ray address it runs there as a detached actor and this
     returns at once; without, it runs here in the foreground until Ctrl-C, SIGTERM or
-    ``tautune detach``."""
+    ``tautune detach``. ``population``: the job's trials, for one head deciding for all."""
     console = console or Console()
+    if population is not None:
+        check_population(spec, population)
     job_store = Store.connect(redis_url).job(job)
     if job_store.head_alive():
         raise ConfigError(f"job {job!r} already has a live head; `tautune detach {job}` first")
@@ -36,10 +41,15 @@ def attach(
         import ray
 
         ray.init(address=ray_address, log_to_driver=False, logging_level=logging.ERROR)
-        start_head(job, redis_url, spec)
+        start_head(job, redis_url, spec, trials=population)
         console.print(f"attached: head actor for job [bold]{job}[/] runs on the Ray cluster")
         return 0
-    loop = HeadLoop(job_store, build_controller(spec))
+    loop: HeadLoop | PopulationLoop
+    if population is None:
+        loop = HeadLoop(job_store, build_controller(spec))
+    else:
+        loop = PopulationLoop(job_store, build_population_controller(spec, population), population)
+    stores = [job_store] if population is None else loop.trials  # type: ignore[union-attr]
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -50,7 +60,7 @@ def attach(
     thread = threading.Thread(target=loop.run, name="tautune-head", daemon=True)
     thread.start()
     console.print(f"attached to job [bold]{job}[/]; the head runs here (Ctrl-C to stop)")
-    seen = 0
+    seen = [len(s.decisions()) for s in stores]
     announced = False
     try:
         while thread.is_alive():
@@ -65,15 +75,17 @@ def attach(
                     )
                 )
                 announced = True
-            decisions = job_store.decisions() if loop.committed != seen else []
-            for d in decisions[len(decisions) - (loop.committed - seen) :]:
-                lr = f"{d.lr:.3g}" if d.lr is not None else "base"
-                end = f"{d.until_step}" if d.until_step is not None else "on"
-                console.print(
-                    f"  v{d.version} stage {d.stage} {d.kind.value} "
-                    f"steps {d.from_step}-{end}: lr {lr}"
-                )
-            seen = loop.committed
+            for i, store in enumerate(stores):
+                decisions = store.decisions()
+                for d in decisions[seen[i] :]:
+                    lr = f"{d.lr:.3g}" if d.lr is not None else "base"
+                    end = f"{d.until_step}" if d.until_step is not None else "on"
+                    who = f"trial {i} " if population is not None else ""
+                    console.print(
+                        f"  {who}v{d.version} stage {d.stage} {d.kind.value} "
+                        f"steps {d.from_step}-{end}: lr {lr}"
+                    )
+                seen[i] = len(decisions)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

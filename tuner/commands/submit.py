@@ -37,17 +37,24 @@ def submit(
     job: str | None = None,
     working_dir: str | None = None,
     follow: bool = False,
+    population: int | None = None,
     console: Console | None = None,
 ) -> int:
-    """Submit ``command`` as a Ray job tuned by a head; prints the submission id."""
+    """Submit ``command`` as a Ray job tuned by a head; prints the submission id. With
+    ``population`` the command runs that many times at once, one trial each
+    (``TAUTUNE_TRIAL``), under one population head (:mod:`tuner.launch`)."""
     console = console or Console()
     if not command:
         raise ConfigError("nothing to run: put the command after --, e.g. -- python train.py")
+    if population is not None:
+        check_population(spec, population)
     job = check_job_name(job or f"job-{uuid.uuid4().hex[:8]}")
     job_store = Store.connect(redis_url).job(job)  # fail here, not on the cluster
     launch = ["python", "-m", "tuner.launch", "--job", job]
     if spec is not None:
         launch += ["--lr", json.dumps(spec)]
+    if population is not None:
+        launch += ["--population", str(population)]
     launch += ["--", *command]
     runtime_env: dict[str, Any] = {
         "env_vars": {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": redis_url},
@@ -65,9 +72,22 @@ def submit(
         metadata={"tautune_job": job},
     )
     job_store.set_meta(submission_id=submission_id, address=address, command=list(command))
-    console.print(f"submitted job [bold]{job}[/] as Ray submission {submission_id}")
+    trials = f" ({population} trials)" if population else ""
+    console.print(f"submitted job [bold]{job}[/]{trials} as Ray submission {submission_id}")
     print(submission_id, flush=True)
-    return follow_job(client, submission_id, job_store, console) if follow else 0
+    if not follow:
+        return 0
+    shown = job_store.for_trial(0) if population else job_store  # trial 0 stands for all
+    return follow_job(client, submission_id, shown, console)
+
+
+def check_population(spec: dict[str, Any] | None, trials: int) -> None:
+    """Refuse a population without an LR spec, or with one its controller rejects."""
+    from tuner.specs import build_population_controller
+
+    if spec is None:
+        raise ConfigError("a population tunes the LR: give --lr, e.g. --lr method=explore")
+    build_population_controller(spec, trials)
 
 
 AGENT_WAIT_S = 90.0

@@ -260,6 +260,7 @@ class ExploreLR(StagedLRController):
             "probe_steps": self.config.lengths(self.every)[0],
             "report_every": self.every,
             "winners": [s["lr"] for s in self.stages],
+            "restarts": self.restarts.count,  # rank restarts and missed restores seen
         }
 
     # -- planning -----------------------------------------------------------------------

@@ -38,8 +38,12 @@ exploration buys is time, and more candidates per round.
 
 Every trial must report: a round is scored once every trial has reported its last step,
 so a trial that stops stalls the stage (its peers wait at the boundary, then train on
-their base schedules). Workers that cannot restore get ``init_lr`` decayed linearly to the
-end, as ``explore`` does. States travel through Redis (:mod:`trials.peer_states`).
+their base schedules). A trial one of whose ranks restarts during the rounds, or finds no
+snapshot to restore (:class:`~tuner.controllers.restarts.RestartWatch`), leaves the stage
+as a trial that waited too long does: the rest of its run at the stage's LR, from its own
+state, and none of its candidates scored. Workers that cannot restore get ``init_lr``
+decayed linearly to the end, as ``explore`` does. States travel through Redis
+(:mod:`trials.peer_states`).
 """
 
 from __future__ import annotations
