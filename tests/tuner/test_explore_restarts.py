@@ -1,18 +1,22 @@
-"""A rank that restarts mid-stage: the ``explore`` controller gives the stage up with what it
-had scored, and the run goes on to its end (pure logic, in-process on the NQM)."""
+"""A rank that restarts mid-stage: the ``explore`` and ``autolrs`` controllers give the stage
+up with what they had scored, and the run goes on to its end (pure logic, in-process on the
+NQM)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tuner.bench.lr import NQMTrainable
 from tuner.bench.nqm import NQM
+from tuner.controllers.autolrs import AutoLRSClassic, AutoLRSConfig
 from tuner.controllers.base import Plan
 from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
 from tuner.controllers.restarts import RestartWatch
+from tuner.controllers.staged import StagedLRController
 from tuner.errors import ConfigError
 from tuner.records import (
     RESTORABLE_METRIC,
@@ -30,20 +34,34 @@ def _covering(decisions: list[Decision], step: int) -> Decision | None:
     return max(live, key=lambda d: d.version) if live else None
 
 
-def _train(crash: tuple[int, int] | None, json_restart: bool = False) -> tuple[ExploreLR, Any]:
+def _explore() -> ExploreLR:
+    return ExploreLR(
+        ExploreConfig(init_lr=0.2, lr_min=0.005, lr_max=2.0, total_steps=STEPS, seed=0)
+    )
+
+
+def _autolrs() -> AutoLRSClassic:
+    return AutoLRSClassic(AutoLRSConfig(lr_min=0.005, lr_max=2.0, tau=100, total_steps=500))
+
+
+def _train(
+    crash: tuple[int, int] | None,
+    json_restart: bool = False,
+    make: Callable[[], StagedLRController] = _explore,
+) -> tuple[Any, list[Decision]]:
     """Train the NQM under ``explore``. ``crash=(at, resume)``: at step ``at`` the rank's
     process dies and comes back from its checkpoint of step ``resume``, under attempt 1 and
     without its snapshots, as a restarted rank does; it misses the restores it is asked
     for and says so. ``json_restart``: the head restarts (from its stored state) then too.
     Returns the controller and the list of decisions."""
-    cfg = ExploreConfig(init_lr=0.2, lr_min=0.005, lr_max=2.0, total_steps=STEPS, seed=0)
-    ctl = ExploreLR(cfg)
+    ctl = make()
     run = NQMTrainable(NQM(seed=0))
     decisions: list[Decision] = []
     snapshots: dict[int, Any] = {}
     checkpoints: dict[int, Any] = {}
     attempt, missed, step, top = 0, None, 0, -1
-    while step < STEPS:
+    total = ctl.config.total_steps
+    while step < total:
         top = max(top, step)
         plan = Plan(horizon=top - 1, last_step=step - 1, next_stage=0)
         while (p := ctl.propose(plan)) is not None:
@@ -54,7 +72,7 @@ def _train(crash: tuple[int, int] | None, json_restart: bool = False) -> tuple[E
             attempt, step, snapshots = 1, crash[1], {}
             run.load(checkpoints[step])
             if json_restart:
-                fresh = ExploreLR(cfg)
+                fresh = make()
                 fresh.load_state_dict(json.loads(json.dumps(ctl.state_dict())))
                 ctl = fresh
             continue
@@ -113,6 +131,23 @@ def test_a_rank_restarted_mid_stage_ends_the_stage_with_what_was_scored(
     first_lr = plain[0].lr
     assert commit.lr == pytest.approx(first_lr)
     assert ctl.finished
+
+
+def test_autolrs_ends_its_stage_with_the_candidates_before_the_restart() -> None:
+    _, plain = _train(None, make=_autolrs)
+    probes = [d for d in plain if d.info["segment"]["role"] == "probe"]
+    start = probes[0].from_step
+    fourth = probes[3]  # the rank dies 3 steps into the fourth candidate
+    crash = (fourth.from_step + 3, (fourth.from_step // 10) * 10)
+    assert start < crash[1] <= fourth.from_step
+    ctl, decisions = _train(crash, make=_autolrs)
+    first_commit = next(d for d in decisions if d.kind == DecisionKind.COMMIT)
+    assert first_commit.restore_from is None and first_commit.from_step == fourth.until_step
+    assert len(first_commit.info["segment"]["forecasts"]) == 3  # the three before it
+    assert first_commit.lr in {p.lr for p in probes[:3]}
+    later = [d for d in decisions if d.info["segment"]["role"] == "commit"][1:]
+    assert later and all(d.restore_from is not None for d in later)  # later stages as usual
+    assert ctl.restarts.count >= 1
 
 
 def test_a_missed_restore_alone_ends_the_stage() -> None:

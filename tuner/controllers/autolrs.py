@@ -22,6 +22,9 @@ Deviations, and why:
   of the stage plus a margin, so the GP still learns the region is bad.
 - When ``total_steps`` is known, a stage that would not finish its exploration before the
   end is replaced by training to the end at the last stage's LR.
+- A rank that restarts mid-stage (:class:`~tuner.controllers.restarts.RestartWatch`) ends
+  the stage: it trains the best of the candidates before the one it left (or the stage's
+  starting LR) for ``τ``, from its own state, since it holds no snapshot to restore.
 """
 
 from __future__ import annotations
@@ -93,6 +96,13 @@ class AutoLRSClassic(StagedLRController):
             return None
         forecasts = self._forecasts()
         lrs = [cand["lr"] for cand in self.cands]
+        end = until + self.tau if c.total_steps is None else min(until + self.tau, c.total_steps)
+        if self._left_stage():
+            # a rank restarted: commit the best candidate before the one it left, from its
+            # own state (it holds no snapshot of this stage to restore)
+            done = forecasts[: len(lrs) - 1]
+            best = autolrs_classic_pick(lrs[: len(done)], done) if done else self._fallback()
+            return self._decision(plan, "commit", until, end, best, done, restore=False)
         if len(lrs) < c.k:
             lr = autolrs_classic_suggest(
                 lrs, forecasts, bounds=(c.lr_min, c.lr_max), seed=c.seed + self.stage
@@ -101,9 +111,6 @@ class AutoLRSClassic(StagedLRController):
                 plan, "probe", until, until + self.tau // 10, lr, forecasts, restore=True
             )
         best = autolrs_classic_pick(lrs, forecasts)
-        end = until + self.tau
-        if c.total_steps is not None:
-            end = min(end, c.total_steps)
         return self._decision(plan, "commit", until, end, best, forecasts, restore=True)
 
     def detach_decision(self, plan: Plan) -> Decision | None:
@@ -128,8 +135,7 @@ class AutoLRSClassic(StagedLRController):
         seg["until"] = decision.until_step
         if seg["role"] == "probe":
             if decision.snapshot:
-                self.stage += 1
-                self.stage_start = decision.from_step
+                self._begin_stage(self.stage + 1, decision.from_step)
                 self.cands = []
                 if self.stages:
                     self.tau = min(self.tau * 2, self.config.tau_max)
@@ -165,7 +171,12 @@ class AutoLRSClassic(StagedLRController):
             raise ConfigError(f"AutoLRSClassic state is malformed: {e!r}") from None
 
     def summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "tau": self.tau, "lr": self.lr_now}
+        return {
+            "stage": self.stage,
+            "tau": self.tau,
+            "lr": self.lr_now,
+            "restarts": self.restarts.count,
+        }
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -181,6 +192,12 @@ class AutoLRSClassic(StagedLRController):
         )
         decision = self._decision(plan, "probe", start, start + tau // 10, lr, [], restore=False)
         return replace(decision, snapshot=True)
+
+    def _fallback(self) -> float:
+        """The LR the stage started from: the last stage's, or the bounds' geometric mean."""
+        if self.stages:
+            return float(self.stages[-1]["lr"])
+        return math.sqrt(self.config.lr_min * self.config.lr_max)
 
     def _forecasts(self) -> list[float]:
         out: list[float | None] = []

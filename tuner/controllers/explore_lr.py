@@ -119,7 +119,6 @@ from tuner.controllers.explore_segments import (
     stage_candidates,
     stage_lr,
 )
-from tuner.controllers.restarts import RestartWatch
 from tuner.controllers.staged import StagedLRController
 from tuner.errors import ConfigError
 from tuner.records import RESTORABLE_METRIC, Decision, Report
@@ -142,8 +141,6 @@ class ExploreLR(StagedLRController):
         self.base_lr: list[float] | None = None  # [step, lr] the base schedule last set
         # whether that LR was above the one reported before it (None: not compared yet)
         self.warming_up: bool | None = None
-        self.restarts = RestartWatch()
-        self.stage_restarts = 0  # restarts.count when the stage under way began
 
     # -- contract -----------------------------------------------------------------------
 
@@ -157,7 +154,6 @@ class ExploreLR(StagedLRController):
                     self.warming_up = lr > self.base_lr[1] * (1 + 1e-9)
                 if self.base_lr is None or r.step > self.base_lr[0]:
                     self.base_lr = [r.step, lr]
-        self.restarts.observe(reports)
         super().observe(reports)
 
     def propose(self, plan: Plan) -> Decision | None:
@@ -195,8 +191,7 @@ class ExploreLR(StagedLRController):
         role = seg["role"]
         if role == "probe" and seg["cand"] == 0 and seg.get("part") != 2:
             if not seg.get("restart"):  # a restart goes back to the same snapshot
-                self.stage, self.stage_start = seg["stage"], decision.from_step
-                self.stage_restarts = self.restarts.count
+                self._begin_stage(seg["stage"], decision.from_step)
             self.every = seg.get("every", self.every)
             self.cands = [{"lr": lr, "status": "pending"} for lr in seg["cands"]]
         if role == "probe" and seg["cand"] == len(self.cands) and seg.get("part") != 2:
@@ -231,8 +226,6 @@ class ExploreLR(StagedLRController):
             "every": self.every,
             "base_lr": self.base_lr,
             "warming_up": self.warming_up,
-            "restarts": self.restarts.state_dict(),
-            "stage_restarts": self.stage_restarts,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -248,8 +241,6 @@ class ExploreLR(StagedLRController):
             self.base_lr = None if base is None else [int(base[0]), float(base[1])]
             rising = state.get("warming_up")
             self.warming_up = None if rising is None else bool(rising)
-            self.restarts.load_state_dict(state.get("restarts"))
-            self.stage_restarts = int(state.get("stage_restarts", 0))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"ExploreLR state is malformed: {e!r}") from None
 
@@ -296,7 +287,7 @@ class ExploreLR(StagedLRController):
             return self._stage_start(self.stage + 1, until, plan)
         if plan.last_step < until - 1:
             return None  # the next segment depends on this one's result
-        if self.restarts.count > self.stage_restarts:
+        if self._left_stage():
             # a rank restarted, or restored no snapshot, since the stage began: its reports
             # are no candidate's curve now, and no restore can bring it back to the stage
             return {"role": "commit", "scores": self._recorded(), "abandoned": self.restarts.last}

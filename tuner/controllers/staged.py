@@ -1,5 +1,6 @@
 """What the LR controllers that explore from snapshots (``explore``, ``autolrs``) share:
-the loss curve they score candidates on, and their stage bookkeeping and its state."""
+the loss curve they score candidates on, the ranks that restart under them, and their stage
+bookkeeping and its state."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from tuner.controllers.base import LRController, Plan
 from tuner.controllers.curves import StepCurve
+from tuner.controllers.restarts import RestartWatch
 from tuner.errors import ConfigError
 from tuner.records import Decision, DecisionKind, Report
 
@@ -26,6 +28,8 @@ class StagedLRController(LRController):
         lr_now: LR of the last decision accepted (or the initial one).
         stages: Finished stages, for status and plots.
         finished: Whether the last decision was final.
+        restarts: Rank restarts and missed restores seen in reports.
+        stage_restarts: ``restarts.count`` when the stage under way began.
     """
 
     method = "staged"
@@ -41,12 +45,25 @@ class StagedLRController(LRController):
         self.lr_now = lr_now
         self.stages: list[dict[str, Any]] = []
         self.finished = False
+        self.restarts = RestartWatch()
+        self.stage_restarts = 0
 
     def observe(self, reports: Sequence[Report]) -> None:
         for r in reports:
             self.reports_seen += 1
             self.last_step = max(self.last_step, r.step)
+        self.restarts.observe(reports)
         self.curve.add(reports)
+
+    def _begin_stage(self, stage: int, start: int) -> None:
+        """Bookkeeping of a stage whose snapshot is taken at ``start``."""
+        self.stage, self.stage_start = stage, start
+        self.stage_restarts = self.restarts.count
+
+    def _left_stage(self) -> bool:
+        """Whether a rank restarted, or restored no snapshot, since the stage began: its
+        reports are no candidate's curve any more, and no restore brings it back."""
+        return self.restarts.count > self.stage_restarts
 
     @property
     def done(self) -> bool:
@@ -83,6 +100,8 @@ class StagedLRController(LRController):
             "lr_now": self.lr_now,
             "stages": self.stages,
             "finished": self.finished,
+            "restarts": self.restarts.state_dict(),
+            "stage_restarts": self.stage_restarts,
         }
 
     def _load_staged_state(self, state: dict[str, Any]) -> None:
@@ -98,5 +117,8 @@ class StagedLRController(LRController):
             self.lr_now = None if state["lr_now"] is None else float(state["lr_now"])
             self.stages = list(state["stages"])
             self.finished = bool(state["finished"])
+            # absent from states stored before restarts were watched
+            self.restarts.load_state_dict(state.get("restarts"))
+            self.stage_restarts = int(state.get("stage_restarts", 0))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{type(self).__name__} state is malformed: {e!r}") from None
