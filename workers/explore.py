@@ -108,11 +108,14 @@ class StateMover:
         scheduler that recomputes an LR cannot restore twice.
 
         A restore of a snapshot this rank does not hold (it was taken before the process
-        restarted and resumed from a checkpoint, or it was evicted) is skipped with a
-        warning: the rank trains on from its own state, and :attr:`missed` says from which
-        step, which the agent reports (:data:`~tuner.records.RESTORE_MISSED_METRIC`) so the
-        controller stops comparing candidates in that stage. Every rank of a data-parallel
-        job restarts together, so they all skip it alike.
+        restarted and resumed from a checkpoint, or it was evicted) takes that snapshot from
+        the current state instead, with a warning: the rank trains on from where it is, and
+        the stage's later restores (and the controller's commit) come back to that point
+        rather than to whatever the decisions it replays trained since, a candidate that
+        diverged included. :attr:`missed` says from which step; the agent reports it
+        (:data:`~tuner.records.RESTORE_MISSED_METRIC`) so the controller stops comparing
+        candidates in that stage. Every rank of a data-parallel job restarts together, so
+        they all do it alike.
 
         Raises:
             ConfigError: the decision exchanges states with peers this rank has no channel
@@ -142,18 +145,20 @@ class StateMover:
             log.warning(
                 "tautune: decision v%d (stage %d) restores the snapshot of step %d at step %d, "
                 "but this rank holds snapshots of steps %s only (it restarted mid-stage, or "
-                "the snapshot was evicted); training on from the current state, and telling "
-                "the controller",
+                "the snapshot was evicted); taking it from the current state instead, and "
+                "telling the controller",
                 decision.version,
                 decision.stage,
                 source,
                 step,
                 self.store.keys(),
             )
+            self.store.put(source, self._take(step))
             self.missed = step
         elif source is not None:
             self._restore(self.store.get(source))
             restored = True
+        if source is not None:
             for old in self.store:
                 if isinstance(old, int) and old < source:
                     self.store.discard(old)

@@ -5,6 +5,7 @@ NQM)."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +49,7 @@ def _train(
     crash: tuple[int, int] | None,
     json_restart: bool = False,
     make: Callable[[], StagedLRController] = _explore,
-) -> tuple[Any, list[Decision]]:
+) -> tuple[Any, list[Decision], float]:
     """Train the NQM under ``explore``. ``crash=(at, resume)``: at step ``at`` the rank's
     process dies and comes back from its checkpoint of step ``resume``, under attempt 1 and
     without its snapshots, as a restarted rank does; it misses the restores it is asked
@@ -84,8 +85,8 @@ def _train(
                 snapshots[step] = run.save()
             if d.restore_from is not None and d.restore_from in snapshots:
                 run.load(snapshots[d.restore_from])
-            elif d.restore_from is not None:
-                missed = step
+            elif d.restore_from is not None:  # as workers.explore does: take it from here
+                snapshots[d.restore_from], missed = run.save(), step
         lr = d.lr_at(step) if d is not None else None
         loss = run.step(0.2 if lr is None else lr)
         metrics = {RESTORABLE_METRIC: 1.0, "loss": loss}
@@ -93,7 +94,7 @@ def _train(
             metrics[RESTORE_MISSED_METRIC] = float(missed)
         ctl.observe([Report(rank=0, step=step, metrics=metrics, attempt=attempt)])
         step += 1
-    return ctl, decisions
+    return ctl, decisions, run.evaluate()
 
 
 def _stage_of(decisions: list[Decision]) -> tuple[int, int]:
@@ -104,7 +105,7 @@ def _stage_of(decisions: list[Decision]) -> tuple[int, int]:
 
 
 def test_a_run_without_a_restart_keeps_the_winners_steps() -> None:
-    _, decisions = _train(None)
+    _, decisions, _ = _train(None)
     commit = next(d for d in decisions if d.kind == DecisionKind.COMMIT)
     assert commit.restore_from is not None and "abandoned" not in commit.info["segment"]
 
@@ -113,36 +114,38 @@ def test_a_run_without_a_restart_keeps_the_winners_steps() -> None:
 def test_a_rank_restarted_mid_stage_ends_the_stage_with_what_was_scored(
     head_restarts: bool,
 ) -> None:
-    _, plain = _train(None)
+    _, plain, plain_loss = _train(None)
     start, second = _stage_of(plain)
     # the rank dies 5 steps into the second candidate, back to a checkpoint in the first
     crash = (second + 5, (start // 10 + 1) * 10)
     assert start < crash[1] < second
-    ctl, decisions = _train(crash, json_restart=head_restarts)
+    ctl, decisions, loss = _train(crash, json_restart=head_restarts)
     commits = [d for d in decisions if d.kind == DecisionKind.COMMIT]
     assert len(commits) == 1
     commit = commits[0]
     seg = commit.info["segment"]
     # the last thing seen: the replayed second candidate found no snapshot to restore
     assert seg["abandoned"] == {"rank": 0, "step": second, "why": "found no snapshot to restore"}
-    assert commit.restore_from is None  # the rank holds no snapshot of this stage
+    # back to the stage's snapshot: on the restarted rank, its state at the first miss
+    assert commit.restore_from == start
     assert commit.until_step == STEPS and commit.lr_end == 0.0  # the run goes on to its end
     # the LR is the first candidate's, scored before the crash: the second never finished
     first_lr = plain[0].lr
     assert commit.lr == pytest.approx(first_lr)
     assert ctl.finished
+    assert math.isfinite(loss) and loss < 1.5 * plain_loss  # a stage lost; a sound run still
 
 
 def test_autolrs_ends_its_stage_with_the_candidates_before_the_restart() -> None:
-    _, plain = _train(None, make=_autolrs)
+    _, plain, _ = _train(None, make=_autolrs)
     probes = [d for d in plain if d.info["segment"]["role"] == "probe"]
     start = probes[0].from_step
     fourth = probes[3]  # the rank dies 3 steps into the fourth candidate
     crash = (fourth.from_step + 3, (fourth.from_step // 10) * 10)
     assert start < crash[1] <= fourth.from_step
-    ctl, decisions = _train(crash, make=_autolrs)
+    ctl, decisions, _ = _train(crash, make=_autolrs)
     first_commit = next(d for d in decisions if d.kind == DecisionKind.COMMIT)
-    assert first_commit.restore_from is None and first_commit.from_step == fourth.until_step
+    assert first_commit.restore_from == start and first_commit.from_step == fourth.until_step
     assert len(first_commit.info["segment"]["forecasts"]) == 3  # the three before it
     assert first_commit.lr in {p.lr for p in probes[:3]}
     later = [d for d in decisions if d.info["segment"]["role"] == "commit"][1:]

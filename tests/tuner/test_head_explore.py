@@ -235,8 +235,8 @@ def test_a_rank_that_restarts_mid_stage_from_its_checkpoint_trains_to_the_end(
 ) -> None:
     # The rank's process dies 5 steps into the second candidate and a new one resumes from
     # its last checkpoint (every 10 steps), holding none of the stage's snapshots. It used
-    # to stop at the first restore with an error; now it trains on, says so, and the head
-    # gives the stage up with what it had scored.
+    # to stop at the first restore with an error; now it takes the snapshot from where it is,
+    # says so, and the head gives the stage up with what it had scored.
     steps = 400
     name = "explore-rank-restart"
     spec = {"init_lr": 0.01, "total_steps": steps, "warmup_steps": 20, "explore_budget": 0.2}
@@ -287,7 +287,9 @@ def test_a_rank_that_restarts_mid_stage_from_its_checkpoint_trains_to_the_end(
     decisions = sorted(job.stage_decisions(), key=lambda d: d.from_step)
     commit = next(d for d in decisions if d.kind is DecisionKind.COMMIT)
     assert commit.info["segment"]["abandoned"]["rank"] == 0
-    assert commit.restore_from is None and commit.from_step > crashed_at[0]
+    # every rank back to the stage's snapshot: on the restarted one, taken where it missed
+    assert commit.restore_from == decisions[0].from_step and commit.from_step > crashed_at[0]
+    assert sched.mover is not None and sched.mover.missed == commit.from_step
     assert commit.until_step == steps and commit.lr_end == 0.0
     assert decisions[-1] == commit
     # the head went on from the rank's replay: every step of both attempts was reported

@@ -129,18 +129,26 @@ def test_a_worker_that_cannot_restore_says_why(job: JobStore, agent: Agent) -> N
         sched.step()
 
 
-def test_a_restore_of_a_snapshot_this_rank_never_took_is_skipped_and_remembered(
+def test_a_restore_of_a_snapshot_this_rank_never_took_takes_it_from_here(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    model, opt, _, _ = _problem()
-    before = [p.detach().clone() for p in model.parameters()]
+    model, opt, x, y = _problem()
+    here = [p.detach().clone() for p in model.parameters()]
     mover = StateMover(model, opt)
-    d = Decision(stage=0, kind=DecisionKind.COMMIT, from_step=5, lr=0.1, restore_from=2)
+    d = Decision(stage=0, kind=DecisionKind.EXPLORE, from_step=5, lr=0.1, restore_from=2)
     with caplog.at_level("WARNING", logger="workers.explore"):
         assert not mover.apply(5, d)
-    assert mover.missed == 5 and mover.restores == 0
+    assert mover.missed == 5 and mover.restores == 0 and mover.store.keys() == [2]
     assert "snapshot of step 2 at step 5" in caplog.text
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(here, model.parameters(), strict=True))
+    loss = torch.nn.functional.mse_loss(model(x[:32]), y[:32])  # a candidate trains on
+    opt.zero_grad()
+    loss.backward()  # type: ignore[no-untyped-call]
+    opt.step()
+    again = Decision(stage=0, kind=DecisionKind.EXPLORE, from_step=9, lr=0.1, restore_from=2)
+    assert mover.apply(9, again.with_version(2))  # the next candidate starts where it missed
+    assert all(torch.equal(a, b) for a, b in zip(here, model.parameters(), strict=True))
+    assert mover.missed == 5
 
 
 def test_a_rank_restarted_mid_stage_trains_on_and_reports_the_miss(job: JobStore) -> None:

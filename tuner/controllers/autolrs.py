@@ -24,7 +24,8 @@ Deviations, and why:
   end is replaced by training to the end at the last stage's LR.
 - A rank that restarts mid-stage (:class:`~tuner.controllers.restarts.RestartWatch`) ends
   the stage: it trains the best of the candidates before the one it left (or the stage's
-  starting LR) for ``τ``, from its own state, since it holds no snapshot to restore.
+  starting LR) for ``τ`` from the stage's snapshot, which on the restarted rank is its
+  state at its first missed restore (:mod:`workers.explore`).
 """
 
 from __future__ import annotations
@@ -98,11 +99,11 @@ class AutoLRSClassic(StagedLRController):
         lrs = [cand["lr"] for cand in self.cands]
         end = until + self.tau if c.total_steps is None else min(until + self.tau, c.total_steps)
         if self._left_stage():
-            # a rank restarted: commit the best candidate before the one it left, from its
-            # own state (it holds no snapshot of this stage to restore)
+            # a rank restarted: the best candidate before the one it left, from the stage's
+            # snapshot (on the restarted rank, the state of its first missed restore)
             done = forecasts[: len(lrs) - 1]
             best = autolrs_classic_pick(lrs[: len(done)], done) if done else self._fallback()
-            return self._decision(plan, "commit", until, end, best, done, restore=False)
+            return self._decision(plan, "commit", until, end, best, done, restore=True)
         if len(lrs) < c.k:
             lr = autolrs_classic_suggest(
                 lrs, forecasts, bounds=(c.lr_min, c.lr_max), seed=c.seed + self.stage

@@ -66,11 +66,12 @@ themselves (short probes late in a run keep preferring the smallest candidate), 
 stage is the default.
 
 Restarts: a rank that restarts mid-stage resumes from its own checkpoint and holds none of
-the stage's snapshots; it trains on from where it is, and says so when a restore finds no
-snapshot (:mod:`workers.explore`). Its curve is no candidate's any more, so once a restart
-or a missed restore is reported (:class:`~tuner.controllers.restarts.RestartWatch`) the
-stage ends at its current segment with a commit of the best candidate scored before it,
-from the rank's own state (nothing to restore), decaying to the end as usual.
+the stage's snapshots; the first restore it cannot do takes the snapshot from its current
+state instead, and it says so (:mod:`workers.explore`). Its curve is no candidate's any
+more, so once a restart or a missed restore is reported
+(:class:`~tuner.controllers.restarts.RestartWatch`) the stage ends at its current segment:
+every rank goes back to the stage's snapshot (the restarted one to its state at that first
+miss) and decays from the best candidate scored before, as a commit does.
 
 What one stage cannot fix: a probe of ``c + a`` steps answers "which LR is best for a run
 this short", and that answer is biased in a direction that depends on the task. Measured

@@ -74,29 +74,28 @@ def segment_decision(ctl: ExploreLR, seg: dict[str, Any], plan: Plan) -> Decisio
         # the cut this segment carries (the last probe's) is accepted after it is made
         cands = ctl.cands if "cut" not in seg else scoring.with_cut(ctl.cands, seg["cut"])
         win = scoring.winner(cands, seg["scores"])
-        # abandoned: a rank left the stage's line (it restarted), so nothing is restored
-        rewind = seg.get("abandoned") is None
-        if win is None:  # nothing could be scored: back to where the stage started
-            kind, lr = DecisionKind.COMMIT, stage_lr(ctl)
-            if rewind:
-                kw["restore_from"] = ctl.stage_start
-        else:
-            kind, lr = (
-                DecisionKind.COMMIT,
-                scoring.parabola_lr(
-                    [float(x["lr"]) for x in cands],
-                    seg["scores"],
-                    win,
-                    scoring.stand_ins(ctl.curve, cands),
-                ),
+        # Nothing scored: back to the stage's start, at the LR it started from. Abandoned (a
+        # rank left the stage's line: it restarted): a cool-down snapshot it may not hold is
+        # not the winner's state on it, so every rank goes back to the stage's start too (on
+        # a restarted rank, the state it had at its first missed restore).
+        keep = seg.get("abandoned") is None
+        kind, lr = DecisionKind.COMMIT, stage_lr(ctl)
+        kw["restore_from"] = ctl.stage_start
+        if win is not None:
+            lr = scoring.parabola_lr(
+                [float(x["lr"]) for x in cands],
+                seg["scores"],
+                win,
+                scoring.stand_ins(ctl.curve, cands),
             )
-            other, t = ctl._tie(cands, win)
+            # ties pair the curve's cool-downs, which a restarted rank's replay blurs
+            other, t = ctl._tie(cands, win) if keep else (None, None)
             seg["tie_t"] = t if t is not None and math.isfinite(t) else None
             if other is not None:  # halfway (in log), from the larger one's steps
                 lrs = (float(cands[win]["lr"]), float(cands[other]["lr"]))
                 lr = math.sqrt(lrs[0] * lrs[1])
                 win, seg["tie_lr"] = (win if lrs[0] > lrs[1] else other), lrs[1]
-            if rewind:
+            if keep:
                 kw["restore_from"] = ctl.cands[win]["tail"][0]
         seg["lr"] = lr
         nominal = c.first_stage + (ctl.stage + 1) * c.stage_span
