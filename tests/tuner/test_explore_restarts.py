@@ -13,6 +13,7 @@ import pytest
 
 from tuner.bench.lr import NQMTrainable
 from tuner.bench.nqm import NQM
+from tuner.commands.status import summarize_state
 from tuner.controllers.autolrs import AutoLRSClassic, AutoLRSConfig
 from tuner.controllers.base import Plan
 from tuner.controllers.explore_lr import ExploreConfig, ExploreLR
@@ -133,6 +134,8 @@ def test_a_rank_restarted_mid_stage_ends_the_stage_with_what_was_scored(
     first_lr = plain[0].lr
     assert commit.lr == pytest.approx(first_lr)
     assert ctl.finished
+    shown = summarize_state(json.loads(json.dumps(ctl.state_dict())))
+    assert shown["method"] == "explore" and shown["restarts"] == 2  # the restart, the miss
     assert math.isfinite(loss) and loss < 1.5 * plain_loss  # a stage lost; a sound run still
 
 

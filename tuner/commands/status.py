@@ -112,7 +112,18 @@ def summarize_state(state: dict[str, Any]) -> dict[str, Any]:
         "step_factor": math.exp(state["delta"]) if "delta" in state else None,
         "reports_seen": reports,
         "finished": state.get("finished"),
+        "restarts": _restarts_of(state),
     }
+
+
+def _restarts_of(state: dict[str, Any]) -> int:
+    """Rank restarts and missed restores the controller saw (tuner.controllers.restarts)."""
+    watches = state.get("restarts")
+    if isinstance(watches, dict):
+        watches = [watches]
+    if not isinstance(watches, list):
+        return 0
+    return sum(int(w.get("count", 0)) for w in watches if isinstance(w, dict))
 
 
 def _lr_of(state: dict[str, Any]) -> float | None:
@@ -171,9 +182,12 @@ def print_status(status: dict[str, Any], console: Console) -> None:
         c = status["controller"]
         probe = f", probe x{c['step_factor']:.2f}" if c.get("step_factor") else ""
         mixture = f", mixture by {c['mixture_method']}" if c.get("mixture_method") else ""
+        restarts = c.get("restarts") or 0
         console.print(
             f"controller {c['method']}: center lr {_lr(c['center_lr'])}{probe}{mixture}, "
-            f"{c['reports_seen']} reports seen" + (", finished" if c["finished"] else "")
+            f"{c['reports_seen']} reports seen"
+            + (f", {restarts} rank restart(s) seen" if restarts else "")
+            + (", finished" if c["finished"] else "")
         )
     table = Table(title="Decisions (newest last)")
     for col in ("version", "stage", "kind", "steps", "lr", "mixture", "phase"):
