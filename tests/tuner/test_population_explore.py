@@ -287,41 +287,55 @@ def test_the_population_benchmark_pairs_each_seed_with_explore_and_writes_its_pa
     assert "| nqm | tautune-population-3 |" in text and "equal on 2 of 2" in text
 
 
-def test_a_trial_that_restarts_mid_stage_leaves_it_to_the_others() -> None:
-    ctl = PopulationExplore(_config(), 3)
-    for t in range(3):
+def test_a_trial_that_restarts_mid_stage_is_not_scored_and_rejoins_at_the_commit() -> None:
+    ctl = PopulationExplore(_config(), 5)
+    for t in range(5):
         _report(ctl, t, 0)
-    h = (0, 0, 0)
+    h = (0,) * 5
     for phase in ("probe", "tail"):  # a probe's cool-down is planned with it
-        for t in range(3):
+        for t in range(5):
             d = ctl.propose(t, _plan(h, h, t))
             assert d is not None and d.info["segment"]["role"] == phase
             ctl.accept(t, d.with_version(1 if phase == "probe" else 2))
-    start, end = ctl.rounds[0]["from"], ctl.rounds[0]["until"]
-    at = (start + 5,) * 3
-    for t in range(3):
-        _report(ctl, t, start + 5)
-    assert ctl.propose(1, _plan(at, at, 1)) is None  # mid-probe: nothing new yet
-    # trial 1's process restarts and resumes from its checkpoint of step start + 2
-    back = Report(rank=0, step=start + 2, metrics={"loss": 1.0, "restorable": 1.0}, attempt=1)
-    ctl.observe(1, [back])
-    lost = ctl.propose(1, _plan(at, (start + 5, start + 2, start + 5), 1))
-    assert lost is not None and lost.info["segment"]["role"] == "lost"
-    assert lost.from_step == start + 6 and lost.info["final"] and not lost.moves_state
-    ctl.accept(1, lost.with_version(3))
-    assert ctl.lost == [False, True, False]
-    # the others' round ends without waiting for trial 1's replay, and it is not scored
-    for t in (0, 2):
-        _report(ctl, t, end - 1)
-    done = (end - 1, start + 2, end - 1)
-    nxt = ctl.propose(0, _plan(done, done, 0))
-    assert nxt is not None and nxt.info["segment"]["role"] in ("commit", "probe")
-    assert ctl.summary()["scores"][1] is None
-    # a restart before the stage began does not count against it
+    start, tail, end = (ctl.rounds[0][k] for k in ("from", "tail", "until"))
+
+    def run(t: int, steps: range, attempt: int = 0) -> None:
+        # the middle candidate (trial 2) cools down lowest; the restarted trial 4's replay
+        # would look best of all if it were scored
+        cooled = {0: 0.9, 1: 0.6, 2: 0.3, 3: 0.5, 4: 0.01}[t]
+        metrics = [{"loss": cooled if s >= tail else 1.0, "restorable": 1.0} for s in steps]
+        ctl.observe(
+            t,
+            [
+                Report(rank=0, step=s, metrics=m, attempt=attempt)
+                for s, m in zip(steps, metrics, strict=True)
+            ],
+        )
+
+    for t in range(5):
+        run(t, range(start, start + 6))
+    run(4, range(start + 2, end), attempt=1)  # restarted from its checkpoint of start + 2
+    assert ctl.summary()["unscored"] == [4] and not any(ctl.lost)
+    for t in range(4):
+        run(t, range(start + 6, end))
+    done = (end - 1,) * 5
+    commits = [ctl.propose(t, _plan(done, done, t)) for t in range(5)]
+    assert all(d is not None and d.info["segment"]["role"] == "commit" for d in commits)
+    assert commits[0].info["segment"]["winner"] == [0, 2]  # type: ignore[union-attr]
+    assert ctl.summary()["scores"][4] is None  # the restarted trial's candidate: unscored
+    assert commits[2].publish  # type: ignore[union-attr]
+    assert [d.restore_peer for d in commits] == [2, 2, None, 2, 2]  # type: ignore[union-attr]
+    # trial 4 loads the winner's state with the others: it rejoins the population exactly
+
+
+def test_a_restart_before_the_stage_does_not_count_against_it() -> None:
     fresh = PopulationExplore(_config(), 2)
     _report(fresh, 0, 0)
     fresh.observe(1, [Report(rank=0, step=3, metrics={"loss": 1.0, "restorable": 1.0})])
     fresh.observe(1, [Report(rank=0, step=1, metrics={"loss": 1.0, "restorable": 1.0}, attempt=1)])
     h2 = (3, 3)
-    d = fresh.propose(1, _plan(h2, h2, 1))
-    assert d is not None and d.info["segment"]["role"] == "probe"
+    for t in range(2):
+        d = fresh.propose(t, _plan(h2, h2, t))
+        assert d is not None and d.info["segment"]["role"] == "probe"
+        fresh.accept(t, d.with_version(1))
+    assert fresh.summary()["unscored"] == []  # the count at the stage's start is the baseline

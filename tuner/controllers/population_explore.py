@@ -39,9 +39,10 @@ exploration buys is time, and more candidates per round.
 Every trial must report: a round is scored once every trial has reported its last step,
 so a trial that stops stalls the stage (its peers wait at the boundary, then train on
 their base schedules). A trial one of whose ranks restarts during the rounds, or finds no
-snapshot to restore (:class:`~tuner.controllers.restarts.RestartWatch`), leaves the stage
-as a trial that waited too long does: the rest of its run at the stage's LR, from its own
-state, and none of its candidates scored. Workers that cannot restore get ``init_lr``
+snapshot to restore (:class:`~tuner.controllers.restarts.RestartWatch`), has none of its
+candidates scored from then on; it keeps getting the stage's phases (it replays the steps
+it trains again, then goes on) and at the commit loads the winner's state like every other
+trial, so it rejoins the population exactly. Workers that cannot restore get ``init_lr``
 decayed linearly to the end, as ``explore`` does. States travel through Redis
 (:mod:`trials.peer_states`).
 """
@@ -125,8 +126,6 @@ class PopulationExplore(PopulationController):
         self._check(trial)
         if self.lost[trial]:
             return None
-        if self._left_stage(trial):
-            return self._lost_decision(trial, plan)
         if self.phase is not None and self.given[trial] < self.phase["id"]:
             if plan.horizon >= self.phase["from"]:
                 return self._lost_decision(trial, plan)
@@ -185,7 +184,7 @@ class PopulationExplore(PopulationController):
         through = self._live_through(plan)
         done = [r for r in self.rounds if r["until"] is not None and through >= r["until"] - 1]
         start = max(max(plan.peers_horizon or (plan.horizon,)) + 1, self.phase["until"] or 0)
-        scored = score_rounds(self.curves, done, self.lost)
+        scored = score_rounds(self.curves, done, self._unscored())
         chosen = pick(self.curves, done, scored, self.config)
         seg: dict[str, Any] = {
             "id": self.phase["id"] + 1,
@@ -256,6 +255,7 @@ class PopulationExplore(PopulationController):
             "winner": None if self.result is None else self.result["winner"],
             "tie": None if self.result is None else self.result.get("tie"),
             "lost": [j for j, lost in enumerate(self.lost) if lost],
+            "unscored": [j for j, out in enumerate(self._unscored()) if out],
             "probe_steps": self.config.lengths(self._every())[0],
         }
 
@@ -276,14 +276,19 @@ class PopulationExplore(PopulationController):
         live = [r for r, lost in zip(reported, self.lost, strict=False) if not lost]
         return min(live) if live else max(reported)
 
-    def _left_stage(self, trial: int) -> bool:
-        """Whether ``trial`` restarted, or restored no snapshot, during the stage's rounds
-        (:class:`~tuner.controllers.restarts.RestartWatch`): it cannot take part any more,
-        and goes on as a lost trial does."""
-        ph = self.phase
-        if ph is None or self.finished or ph["role"] not in ("probe", "tail"):
-            return False
-        return self.restarts[trial].count > self.stage_restarts[trial]
+    def _unscored(self) -> list[bool]:
+        """Trials whose candidates do not count: lost ones, and those a rank of which
+        restarted, or restored no snapshot, since the stage began
+        (:class:`~tuner.controllers.restarts.RestartWatch`): their curves are no
+        candidate's. A restarted trial still gets every phase (it replays, then goes on)
+        and at the commit loads the winner's state, so it rejoins the others exactly."""
+        started = self.phase is not None
+        return [
+            lost or (started and watch.count > began)
+            for lost, watch, began in zip(
+                self.lost, self.restarts, self.stage_restarts, strict=True
+            )
+        ]
 
     def _every(self) -> int:
         return int(self.phase.get("every", 1)) if self.phase is not None else 1
@@ -371,7 +376,7 @@ class PopulationExplore(PopulationController):
         }
 
     def _scored(self) -> tuple[list[float], dict[str, float], set[int]]:
-        return score_rounds(self.curves, self.rounds, self.lost)
+        return score_rounds(self.curves, self.rounds, self._unscored())
 
     def _lost_decision(self, trial: int, plan: Plan) -> Decision:
         assert self.phase is not None
