@@ -133,3 +133,93 @@ def test_a_population_needs_an_lr_spec_and_no_mixture(tmp_path: Path) -> None:
         timeout=60,
     )
     assert cli.returncode != 0 and "population tunes the LR only" in cli.stdout + cli.stderr
+
+
+RESTARTABLE = """
+import os, sys, time, torch
+from workers.agent import Agent
+
+steps, pause, ckpt = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+crash = int(os.environ.get("CRASH_INTO_PROBE", "-1"))  # steps into the stage's first probe
+trial = int(os.environ["TAUTUNE_TRIAL"])
+torch.manual_seed(0)
+x = torch.randn(256, 16)
+y = x @ torch.randn(16, 1)
+torch.manual_seed(trial)
+model = torch.nn.Linear(16, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+gen = torch.Generator().manual_seed(100 + trial)
+first = 0
+if os.path.exists(ckpt):  # resumed: the process died; back to its last checkpoint
+    state = torch.load(ckpt)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["gen"])
+    first = state["step"]
+agent = Agent.attach(flush_every=4, flush_interval_s=0.02)
+sched = agent.lr_scheduler(
+    opt, model=model, extra_state={"batches": gen}, last_epoch=first - 1
+)
+for step in range(first, steps):
+    d = agent.decision(step)
+    role = d.info.get("segment", {}).get("role") if d is not None else None
+    if crash >= 0 and role == "probe" and step == d.from_step + crash:
+        os._exit(3)  # dies: no flush, no checkpoint of this step
+    if step % 10 == 0:
+        torch.save(
+            {"model": model.state_dict(), "opt": opt.state_dict(),
+             "gen": gen.get_state(), "step": step},
+            ckpt,
+        )
+    idx = torch.randint(0, 256, (32,), generator=gen)
+    loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    agent.report(step, loss=loss.item())
+    sched.step()
+    time.sleep(pause)
+agent.close()
+torch.save([p.detach() for p in model.parameters()], ckpt + ".final")
+"""
+
+
+def test_a_trial_that_dies_mid_stage_resumes_and_ends_on_the_winners_weights(
+    ray_local: None, redis_server: EmbeddedRedis, store: Store, tmp_path: Path
+) -> None:
+    import torch
+
+    from tuner.head import start_head, stop_head
+
+    job, trials, steps = "pop-restart", 3, 300
+    start_head(job, redis_server.url, SPEC, trials=trials)
+    launch._wait_for_head(job, redis_server.url)
+    script = tmp_path / "restartable.py"
+    script.write_text(RESTARTABLE)
+    env = {**os.environ, "TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": redis_server.url}
+
+    def start(t: int, crash: bool = False) -> subprocess.Popen[bytes]:
+        extra = {TRIAL_ENV: str(t), **({"CRASH_INTO_PROBE": "4"} if crash else {})}
+        ckpt = str(tmp_path / f"trial{t}.pt")
+        return subprocess.Popen(
+            [sys.executable, str(script), str(steps), "0.03", ckpt], env={**env, **extra}
+        )
+
+    procs = [start(t, crash=t == 1) for t in range(trials)]
+    assert procs[1].wait(timeout=300) == 3  # trial 1 died 4 steps into its probe
+    procs[1] = start(1)  # and comes back from its last checkpoint
+    for p in procs:
+        assert p.wait(timeout=300) == 0
+    final = stop_head(job)
+    assert final is not None and final["error"] is None
+    summary = final["controller"]
+    assert summary["unscored"] == [1] and summary["winner"] is not None
+    assert summary["scores"][1] is None
+    resumed = store.job(job, 1)
+    assert max(a for a, _ in resumed.progress().values()) == 1  # it reported as attempt 1
+    commits = [store.job(job, t).stage_decisions()[-1] for t in range(trials)]
+    _, win = commits[0].info["segment"]["winner"]
+    assert win != 1 and commits[1].restore_peer == win
+    weights = [torch.load(tmp_path / f"trial{t}.pt.final") for t in range(trials)]
+    for w in weights[1:]:  # every trial, the restarted one too, ends on the same weights
+        assert all(torch.equal(a, b) for a, b in zip(w, weights[0], strict=True))
