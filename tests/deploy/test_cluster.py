@@ -186,3 +186,44 @@ def test_stop_ends_a_submitted_job_and_its_head(cluster: dict[str, str]) -> None
     assert _job_status(env, submission_id, wait_terminal=True) == "STOPPED"
     status = _status(env, "to-stop")
     assert 50 <= status["reports"] < 100000 and status["decisions"]
+
+
+def test_a_submitted_population_explores_one_candidate_per_trial(cluster: dict[str, str]) -> None:
+    env = cluster
+    steps = 400
+    submitted = _tautune(
+        "submit",
+        "--address",
+        env["TAUTUNE_DASHBOARD"],
+        "--redis",
+        env["TAUTUNE_REDIS_URL"],
+        "--job",
+        "pop-submitted",
+        "--working-dir",
+        str(ROOT / "examples"),
+        "--follow",
+        "--population",
+        "2",
+        "--lr",
+        f"method=explore,init_lr=1e-3,total_steps={steps},warmup_steps=20",
+        "--",
+        "python",
+        "train.py",
+        "--steps",
+        str(steps),
+        "--hidden",
+        "64",
+        "--sleep",
+        "0.01",
+        env=env,
+        timeout=480,
+    )
+    output = submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0, output[-4000:]
+    assert "(2 trials)" in output and output.count("validation loss") == 2
+    status = _status(env, "pop-submitted")
+    assert status["controller"]["method"] == "population explore"
+    assert [t["reports"] for t in status["trials"]] == [steps, steps]
+    for t in status["trials"]:  # both trials end on the stage's commit
+        assert t["current"]["info"]["segment"]["role"] == "commit"
+    assert status["controller"]["center_lr"] is not None  # the committed LR
