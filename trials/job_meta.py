@@ -68,6 +68,16 @@ class JobMeta:
     def head_alive(self) -> bool:
         return bool(self.store.call(lambda c: c.exists(self.keys.head_lease)))
 
+    def wait_for_head(self, timeout_s: float, poll_s: float = 0.05) -> bool:
+        """Wait until a head holds the job's lease (a head actor loads torch and botorch
+        as it starts: seconds); whether one does within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not self.head_alive():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(poll_s)
+        return True
+
     def head_info(self) -> dict[str, Any] | None:
         """The live head's lease info (host, pid, ts), or ``None`` when no head is alive."""
         raw = self.store.call(lambda c: c.get(self.keys.head_lease))

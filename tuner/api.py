@@ -16,6 +16,7 @@ training loop runs under ``tune``, under ``tautune submit`` and under ``tautune 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 import uuid
@@ -28,6 +29,11 @@ from tuner.controllers.mixture import DEFAULT_MIXTURE
 from tuner.errors import ConfigError
 from tuner.records import Decision
 from tuner.specs import DEFAULT_LR_METHOD, check_spec, lr_settings
+
+log = logging.getLogger(__name__)
+
+HEAD_WAIT_S = 120.0
+"""How long ``tune`` waits for the head to take its lease before the workers train."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,10 @@ def tune(
         try:
             if spec is not None:
                 start_head(job, rt.redis_url, spec, trials=population)
+                # train once the head holds its lease: a short run could otherwise finish
+                # (or pass the first stage's start) before the head has loaded
+                if not rt.store.job(job).wait_for_head(HEAD_WAIT_S):
+                    log.warning("tautune: the head of %s is not up after %.0fs", job, HEAD_WAIT_S)
             for trial in trial_ids:
                 env = {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": rt.redis_url}
                 if trial is not None:

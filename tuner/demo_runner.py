@@ -150,12 +150,9 @@ HEAD_START_TIMEOUT_S = 120.0
 def _wait_for_head(job: JobStore, console: Console) -> None:
     """Train only once the head holds its lease: a run that finishes before the head
     has started (a slow Ray start on a busy machine) would show no tuning at all."""
-    deadline = time.monotonic() + HEAD_START_TIMEOUT_S
     with console.status("starting the job's head (a Ray actor)"):
-        while not job.head_alive():
-            if time.monotonic() > deadline:
-                raise TautuneError(
-                    f"the job's head did not start within {HEAD_START_TIMEOUT_S:.0f}s; "
-                    "see the Ray logs under /tmp/ray/session_latest/logs"
-                )
-            time.sleep(0.05)
+        if not job.wait_for_head(HEAD_START_TIMEOUT_S):
+            raise TautuneError(
+                f"the job's head did not start within {HEAD_START_TIMEOUT_S:.0f}s; "
+                "see the Ray logs under /tmp/ray/session_latest/logs"
+            )

@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from trials.store import resolve_url
+from trials.store import Store, resolve_url
 
 TRIAL_ENV = "TAUTUNE_TRIAL"  # as workers.agent reads it (not imported: it loads torch)
 
@@ -58,8 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.init(log_to_driver=False, logging_level=logging.ERROR)
     if spec is not None:
         start_head(args.job, url, spec, trials=args.population)
-        waited = _wait_for_head(args.job, url)
-        print(f"tautune: head for job {args.job} started ({waited:.0f} s)", flush=True)
+        began = time.monotonic()
+        up = Store.connect(url).job(args.job).wait_for_head(HEAD_WAIT_S)
+        waited = time.monotonic() - began
+        print(
+            f"tautune: head for job {args.job} started ({waited:.0f} s)"
+            if up
+            else f"tautune: head for job {args.job} not up after {waited:.0f} s; starting anyway",
+            flush=True,
+        )
     trials = [None] if args.population is None else list(range(args.population))
     children = [
         subprocess.Popen(command, env=env if t is None else {**env, TRIAL_ENV: str(t)}, cwd=cwd)
@@ -93,19 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 HEAD_WAIT_S = 120.0
 """How long the command waits for the head to take its lease (it loads torch and botorch
-as it starts): a stage it would miss the start of is a stage lost."""
-
-
-def _wait_for_head(job: str, url: str) -> float:
-    """Seconds until the job's head holds its lease (``HEAD_WAIT_S`` at most: the command
-    then starts anyway, on its base schedule until the head comes)."""
-    from trials.store import Store
-
-    store = Store.connect(url).job(job)
-    start = time.monotonic()
-    while not store.head_alive() and time.monotonic() - start < HEAD_WAIT_S:
-        time.sleep(0.1)
-    return time.monotonic() - start
+as it starts): a stage it would miss the start of is a stage lost. Then it starts anyway,
+on its base schedule until the head comes."""
 
 
 if __name__ == "__main__":

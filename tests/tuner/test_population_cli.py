@@ -193,7 +193,7 @@ def test_a_trial_that_dies_mid_stage_resumes_and_ends_on_the_winners_weights(
 
     job, trials, steps = "pop-restart", 3, 300
     start_head(job, redis_server.url, SPEC, trials=trials)
-    launch._wait_for_head(job, redis_server.url)
+    assert store.job(job).wait_for_head(120)
     script = tmp_path / "restartable.py"
     script.write_text(RESTARTABLE)
     env = {**os.environ, "TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": redis_server.url}
