@@ -20,22 +20,43 @@ from workers.agent import TRIAL_ENV
 
 pytestmark = pytest.mark.slow
 
-TRIAL = """
+RESTARTABLE = """
 import os, sys, time, torch
 from workers.agent import Agent
 
-steps, pause = int(sys.argv[1]), float(sys.argv[2])
+steps, pause, out = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+crash = int(os.environ.get("CRASH_INTO_PROBE", "-1"))  # steps into the stage's first probe
 trial = int(os.environ["TAUTUNE_TRIAL"])
+ckpt = os.path.join(out, f"trial{trial}.pt")
 torch.manual_seed(0)
 x = torch.randn(256, 16)
 y = x @ torch.randn(16, 1)
 torch.manual_seed(trial)
 model = torch.nn.Linear(16, 1)
 opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-agent = Agent.attach(flush_every=4, flush_interval_s=0.02)
 gen = torch.Generator().manual_seed(100 + trial)
-sched = agent.lr_scheduler(opt, model=model, extra_state={"batches": gen})
-for step in range(steps):
+first = 0
+if os.path.exists(ckpt):  # resumed: the process died; back to its last checkpoint
+    state = torch.load(ckpt)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["gen"])
+    first = state["step"]
+agent = Agent.attach(flush_every=4, flush_interval_s=0.02)
+sched = agent.lr_scheduler(
+    opt, model=model, extra_state={"batches": gen}, last_epoch=first - 1
+)
+for step in range(first, steps):
+    d = agent.decision(step)
+    role = d.info.get("segment", {}).get("role") if d is not None else None
+    if crash >= 0 and role == "probe" and step == d.from_step + crash:
+        os._exit(3)  # dies: no flush, no checkpoint of this step
+    if step % 10 == 0:
+        torch.save(
+            {"model": model.state_dict(), "opt": opt.state_dict(),
+             "gen": gen.get_state(), "step": step},
+            ckpt,
+        )
     idx = torch.randint(0, 256, (32,), generator=gen)
     loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
     opt.zero_grad()
@@ -45,14 +66,16 @@ for step in range(steps):
     sched.step()
     time.sleep(pause)
 agent.close()
+torch.save([p.detach() for p in model.parameters()], ckpt + ".final")
 """
+
 
 SPEC = {"method": "explore", "init_lr": 0.02, "total_steps": 300, "warmup_steps": 10}
 
 
 def _script(tmp_path: Path) -> str:
     path = tmp_path / "trial.py"
-    path.write_text(TRIAL)
+    path.write_text(RESTARTABLE)
     return str(path)
 
 
@@ -74,6 +97,7 @@ def test_the_job_driver_runs_one_process_per_trial_under_one_head(
 ) -> None:
     argv = ["--job", "cli-pop", "--redis", redis_server.url, "--lr", json.dumps(SPEC)]
     argv += ["--population", "2", "--", sys.executable, _script(tmp_path), "300", "0.02"]
+    argv += [str(tmp_path)]
     assert launch.main(argv) == 0
     _explored_together(store, "cli-pop", 2)
 
@@ -86,7 +110,9 @@ def test_attach_with_a_population_decides_for_trials_already_running(
     script = _script(tmp_path)
     # the trials start first and train on their base schedule until the head comes
     trials = [
-        subprocess.Popen([sys.executable, script, "300", "0.06"], env={**env, TRIAL_ENV: str(t)})
+        subprocess.Popen(
+            [sys.executable, script, "300", "0.06", str(tmp_path)], env={**env, TRIAL_ENV: str(t)}
+        )
         for t in range(2)
     ]
     attach = ["attach", job, "--lr", json.dumps(SPEC), "--population", "2"]
@@ -135,55 +161,6 @@ def test_a_population_needs_an_lr_spec_and_no_mixture(tmp_path: Path) -> None:
     assert cli.returncode != 0 and "population tunes the LR only" in cli.stdout + cli.stderr
 
 
-RESTARTABLE = """
-import os, sys, time, torch
-from workers.agent import Agent
-
-steps, pause, ckpt = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-crash = int(os.environ.get("CRASH_INTO_PROBE", "-1"))  # steps into the stage's first probe
-trial = int(os.environ["TAUTUNE_TRIAL"])
-torch.manual_seed(0)
-x = torch.randn(256, 16)
-y = x @ torch.randn(16, 1)
-torch.manual_seed(trial)
-model = torch.nn.Linear(16, 1)
-opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-gen = torch.Generator().manual_seed(100 + trial)
-first = 0
-if os.path.exists(ckpt):  # resumed: the process died; back to its last checkpoint
-    state = torch.load(ckpt)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    gen.set_state(state["gen"])
-    first = state["step"]
-agent = Agent.attach(flush_every=4, flush_interval_s=0.02)
-sched = agent.lr_scheduler(
-    opt, model=model, extra_state={"batches": gen}, last_epoch=first - 1
-)
-for step in range(first, steps):
-    d = agent.decision(step)
-    role = d.info.get("segment", {}).get("role") if d is not None else None
-    if crash >= 0 and role == "probe" and step == d.from_step + crash:
-        os._exit(3)  # dies: no flush, no checkpoint of this step
-    if step % 10 == 0:
-        torch.save(
-            {"model": model.state_dict(), "opt": opt.state_dict(),
-             "gen": gen.get_state(), "step": step},
-            ckpt,
-        )
-    idx = torch.randint(0, 256, (32,), generator=gen)
-    loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    agent.report(step, loss=loss.item())
-    sched.step()
-    time.sleep(pause)
-agent.close()
-torch.save([p.detach() for p in model.parameters()], ckpt + ".final")
-"""
-
-
 def test_a_trial_that_dies_mid_stage_resumes_and_ends_on_the_winners_weights(
     ray_local: None, redis_server: EmbeddedRedis, store: Store, tmp_path: Path
 ) -> None:
@@ -194,15 +171,13 @@ def test_a_trial_that_dies_mid_stage_resumes_and_ends_on_the_winners_weights(
     job, trials, steps = "pop-restart", 3, 300
     start_head(job, redis_server.url, SPEC, trials=trials)
     assert store.job(job).wait_for_head(120)
-    script = tmp_path / "restartable.py"
-    script.write_text(RESTARTABLE)
+    script = _script(tmp_path)
     env = {**os.environ, "TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": redis_server.url}
 
     def start(t: int, crash: bool = False) -> subprocess.Popen[bytes]:
         extra = {TRIAL_ENV: str(t), **({"CRASH_INTO_PROBE": "4"} if crash else {})}
-        ckpt = str(tmp_path / f"trial{t}.pt")
         return subprocess.Popen(
-            [sys.executable, str(script), str(steps), "0.03", ckpt], env={**env, **extra}
+            [sys.executable, script, str(steps), "0.03", str(tmp_path)], env={**env, **extra}
         )
 
     procs = [start(t, crash=t == 1) for t in range(trials)]
