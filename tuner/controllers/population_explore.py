@@ -271,9 +271,11 @@ class PopulationExplore(PopulationController):
         return trial
 
     def _live_through(self, plan: Plan) -> int:
-        """The last step every trial still in the stage has reported through."""
+        """The last step every trial whose candidates count has reported through: a lost
+        trial is not waited for, nor is a restarted one, which may take minutes to come
+        back and replay; it is given the phases it reaches, the commit included."""
         reported = plan.peers_last_step or (plan.last_step,)
-        live = [r for r, lost in zip(reported, self.lost, strict=False) if not lost]
+        live = [r for r, out in zip(reported, self._unscored(), strict=False) if not out]
         return min(live) if live else max(reported)
 
     def _unscored(self) -> list[bool]:
