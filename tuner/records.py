@@ -23,8 +23,9 @@ RESTORABLE_METRIC = "restorable"
 RESTORE_MISSED_METRIC = "restore_missed"
 """Reported by a worker from the step a decision asked it to restore a snapshot it does not
 hold (its process restarted mid-stage and resumed from a checkpoint, or the snapshot was
-evicted): the step, as a float. It trained on from its own state instead, so candidates it
-trains from then on did not start where the stage's others did."""
+evicted): the step, as a float. It took that snapshot from its own state at that step
+instead, so the candidates it trains from then on did not start where the stage's others
+did (:mod:`workers.explore`)."""
 
 DIVERGED_METRIC = "diverged"
 """Reported as 1.0 (instead of the loss) by a worker whose loss was NaN or infinite while it
