@@ -290,7 +290,7 @@ class ExploreLR(StagedLRController):
             return None  # the next segment depends on this one's result
         if self._left_stage():
             # a rank restarted, or restored no snapshot, since the stage began: its reports
-            # are no candidate's curve now, and no restore can bring it back to the stage
+            # are no candidate's curve now, so the stage ends here (segment_decision)
             return {"role": "commit", "scores": self._recorded(), "abandoned": self.restarts.last}
         j, cut = last["cand"], None
         if role == "probe" and j == 0 and last.get("part") == 1 and not last.get("restart"):
