@@ -8,11 +8,17 @@ the LR follows the head's decisions from the next stage boundary on. The schedul
 model and the batch generator, so the default LR method explores candidate LRs from
 in-memory snapshots; `--no-restore` leaves them out, and the head falls back to the search
 that never rewinds the model.
+
+With `--checkpoint PATH` it saves its state every `--checkpoint-every` steps and, started
+again with the same PATH (after a crash, say), resumes from it: the agent reports under a
+higher attempt, and a head in the middle of an exploration stage gives that stage up and
+sends every rank back to the stage's snapshot, instead of the run failing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -32,6 +38,8 @@ def main() -> None:
         action="store_true",
         help="do not hand the model and batches to the scheduler (no snapshots to explore from)",
     )
+    parser.add_argument("--checkpoint", default=None, help="save here; resume from it if it exists")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -40,11 +48,24 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     agent = Agent.attach()
     gen = torch.Generator().manual_seed(agent.rank)
+    first = 0
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        saved = torch.load(args.checkpoint)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        gen.set_state(saved["gen"])
+        first = saved["step"]
+        print(f"resumed from step {first} (attempt {agent.attempt})", flush=True)
     if args.no_restore:
-        sched = agent.lr_scheduler(opt, base="constant")
+        sched = agent.lr_scheduler(opt, base="constant", last_epoch=first - 1)
     else:  # a snapshot rewinds the batches with the model, so candidates see the same data
-        sched = agent.lr_scheduler(opt, base="constant", model=model, extra_state={"batches": gen})
-    for step in range(args.steps):
+        sched = agent.lr_scheduler(
+            opt, base="constant", model=model, extra_state={"batches": gen}, last_epoch=first - 1
+        )
+    for step in range(first, args.steps):
+        if args.checkpoint and step % args.checkpoint_every == 0 and step > first:
+            state = {"model": model.state_dict(), "opt": opt.state_dict()}
+            torch.save({**state, "gen": gen.get_state(), "step": step}, args.checkpoint)
         loss = task.loss(model, *task.batch(gen))
         opt.zero_grad()
         loss.backward()

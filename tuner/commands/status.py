@@ -186,7 +186,7 @@ def print_status(status: dict[str, Any], console: Console) -> None:
         console.print(
             f"controller {c['method']}: center lr {_lr(c['center_lr'])}{probe}{mixture}, "
             f"{c['reports_seen']} reports seen"
-            + (f", {restarts} rank restart(s) seen" if restarts else "")
+            + (f", {restarts} restart(s) or missed restore(s) seen" if restarts else "")
             + (", finished" if c["finished"] else "")
         )
     table = Table(title="Decisions (newest last)")
