@@ -61,6 +61,7 @@ def attach(
     thread.start()
     console.print(f"attached to job [bold]{job}[/]; the head runs here (Ctrl-C to stop)")
     seen = [len(s.decisions()) for s in stores]
+    committed = 0
     announced = False
     try:
         while thread.is_alive():
@@ -75,6 +76,9 @@ def attach(
                     )
                 )
                 announced = True
+            if loop.committed == committed:
+                continue  # nothing new written: no need to read the decisions again
+            committed = loop.committed
             for i, store in enumerate(stores):
                 decisions = store.decisions()
                 for d in decisions[seen[i] :]:
