@@ -132,6 +132,7 @@ def decision_to_json(decision: Decision) -> str:
             "restore_from": decision.restore_from,
             "restore_peer": decision.restore_peer,
             "publish": decision.publish,
+            "decide_at": decision.decide_at,
         }
     )
 
@@ -155,6 +156,7 @@ def decision_from_json(raw: bytes | str, where: str) -> Decision:
             restore_from=obj.get("restore_from"),
             restore_peer=obj.get("restore_peer"),
             publish=bool(obj.get("publish", False)),
+            decide_at=obj.get("decide_at"),
         )
     except (ConfigError, ValueError, TypeError) as e:
         raise MalformedEntryError(f"{where}: {e}") from None

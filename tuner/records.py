@@ -136,6 +136,11 @@ class Decision:
             ``from_step`` (waiting for it), so the trials go on from one state.
         publish: Population jobs: at ``from_step``, after the other directives, every rank
             publishes its state for the other trials (see ``restore_peer``).
+        decide_at: The step whose report lets the head propose the next decision (a
+            controller that decides ``lead`` steps before ``until_step``): a worker sends
+            its buffered reports as soon as it reports that step, so the next decision is
+            in the store before the boundary. ``None``: the next decision is made at
+            ``until_step`` (a worker waiting there sends its reports first) or never.
     """
 
     stage: int
@@ -152,8 +157,20 @@ class Decision:
     restore_from: int | None = None
     restore_peer: int | None = None
     publish: bool = False
+    decide_at: int | None = None
 
     def __post_init__(self) -> None:
+        if self.decide_at is not None and not (
+            isinstance(self.decide_at, int)
+            and not isinstance(self.decide_at, bool)
+            and self.from_step <= self.decide_at
+            and (self.until_step is None or self.decide_at < self.until_step)
+        ):
+            raise ConfigError(
+                "Decision.decide_at must be a step in [from_step, until_step), got "
+                f"decide_at={self.decide_at!r}, from_step={self.from_step}, "
+                f"until_step={self.until_step}"
+            )
         if self.restore_peer is not None and (
             isinstance(self.restore_peer, bool)
             or not isinstance(self.restore_peer, int)

@@ -14,9 +14,11 @@ Usage::
     agent.close()
 
 The hot path never waits on Redis: reports go to a buffer a background thread sends in
-batches, and decisions are cached for the step range the store promised them for. Only a
-sync stage boundary (a decision ended and the head is alive) waits for the next decision,
-for at most ``sync_timeout_s``; then the worker falls back to its base schedule.
+batches, decisions are cached for the step range the store promised them for, and the
+claim for the range after it is sent by the background thread a few steps before it is
+needed. Only a sync stage boundary (a decision ended and the head is alive) waits for the
+next decision, for at most ``sync_timeout_s``; then the worker falls back to its base
+schedule.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from trials.results import Claim
 from trials.store import JobStore, Store, resolve_url
 from tuner.errors import ConfigError, InvalidMetricError, StepRegressionError
 from tuner.records import (
@@ -64,10 +68,17 @@ class Agent:
         attempt: Restart counter; :meth:`attach` derives it from what the rank stored before.
         sync: Wait at stage boundaries for the next decision (LR exploration needs this).
         sync_timeout_s: Longest wait at a boundary before falling back to the base schedule.
-        lookahead: Steps an empty answer ("no decision, use the base schedule") is cached
-            for, i.e. how often an unattended worker looks for a decision.
+        lookahead: Fewest steps an open answer (no decision, or one without an end) is
+            cached for, i.e. how often at most an unattended worker looks for a decision.
+        lookahead_s: Seconds of training an open answer is cached for, at the step rate
+            measured (at least ``lookahead`` steps, at most ``MAX_LOOKAHEAD``): a head that
+            starts or changes its mind takes effect this much later.
         flush_every: Reports buffered before the background thread sends them.
     """
+
+    MAX_LOOKAHEAD = 1024
+    PREFETCH_STEPS = 4
+    """Steps before the end of the cached range at which the next claim is sent."""
 
     def __init__(
         self,
@@ -78,7 +89,8 @@ class Agent:
         sync: bool = True,
         sync_timeout_s: float = 60.0,
         lookahead: int = 16,
-        flush_every: int = 32,
+        lookahead_s: float = 0.25,
+        flush_every: int = 128,
         flush_interval_s: float = 0.5,
         lease_ttl_s: float = 10.0,
     ) -> None:
@@ -89,7 +101,10 @@ class Agent:
         self.attempt = attempt
         self.sync = sync
         self.sync_timeout_s = sync_timeout_s
+        if not lookahead_s >= 0:
+            raise ConfigError(f"lookahead_s must be >= 0 seconds, got {lookahead_s=}")
         self.lookahead = lookahead
+        self.lookahead_s = lookahead_s
         self.stall_s = 0.0
         """Seconds this rank spent waiting at sync boundaries."""
         self._last_step = -1
@@ -97,6 +112,9 @@ class Agent:
         self._cached_from = 0
         self._valid_until = -1
         self._ended_at: int | None = None  # until_step of the last bounded decision applied
+        self._decide_at: int | None = None  # report this step at once (Decision.decide_at)
+        self._prefetch: tuple[int, Future[Claim]] | None = None  # (step, its claim in flight)
+        self._rate_mark: tuple[int, float] | None = None  # (step, time) of the last claim
         self._reporter = Reporter(
             store,
             rank,
@@ -192,11 +210,14 @@ class Agent:
             report = Report(rank=self.rank, step=step, metrics=metrics, attempt=self.attempt)
         except InvalidMetricError as e:
             raise InvalidMetricError(f"{e}{divergence_hint(applied)}") from None
+        first = self._last_step < 0
         self._last_step = step
         self._reporter.add(report)
-        end = self._ended_at
-        if end is not None and 0 <= end - step <= self._reporter.flush_every and step % 4 == 0:
-            self._reporter.kick()  # the head decides the next stage from these reports
+        if first:
+            self._reporter.kick()  # the head starts deciding once it knows where training is
+        elif self._decide_at is not None and step >= self._decide_at:
+            self._decide_at = None
+            self._reporter.kick()  # the head decides the next stage from this report
 
     def flush(self) -> None:
         """Send buffered reports now."""
@@ -216,6 +237,8 @@ class Agent:
         waits at a boundary, leaves the boundary tracking alone and has its own cache.
         """
         if self._cached_from <= step < self._valid_until:
+            if self._prefetch is None and self._valid_until - step <= self.PREFETCH_STEPS and wait:
+                self._start_prefetch(self._valid_until, now_at=step)
             return self._cached
         if not wait:
             lo, hi, cached = self._peek
@@ -227,7 +250,11 @@ class Agent:
         # Only at a sync boundary may "no decision yet" be worth waiting for; anywhere else
         # one claim that promises the answer does (one round trip, not two).
         at_boundary = self.sync and self._ended_at == step
-        claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=not at_boundary)
+        claim = self._prefetched(step)
+        if claim is None:
+            claim = self.store.claim(
+                step, lookahead=self._lookahead(step), promise_if_none=not at_boundary
+            )
         if claim.decision is None and at_boundary and claim.head_alive:
             claim = self._wait_at_boundary(step)
         if claim.decision is None and at_boundary:
@@ -239,9 +266,41 @@ class Agent:
         if d is not None:
             bounded = d.until_step is not None and not d.info.get("final")
             self._ended_at = claim.valid_until if bounded else None
+            self._decide_at = d.decide_at if d.decide_at is not None and bounded else None
         return d
 
-    def _wait_at_boundary(self, step: int) -> Any:
+    def _lookahead(self, step: int) -> int:
+        """Steps an open answer at ``step`` is to be promised for: ``lookahead_s`` at the
+        step rate since the last claim, within ``[lookahead, MAX_LOOKAHEAD]``."""
+        now = time.monotonic()
+        mark, self._rate_mark = self._rate_mark, (step, now)
+        if mark is None or step <= mark[0] or now <= mark[1]:
+            return self.lookahead
+        steps = self.lookahead_s * (step - mark[0]) / (now - mark[1])
+        return int(min(max(steps, self.lookahead), self.MAX_LOOKAHEAD))
+
+    def _start_prefetch(self, step: int, *, now_at: int) -> None:
+        """Have the background thread claim ``step`` (the first one after the cached range)
+        while training is at ``now_at``, with the promise :meth:`decision` would ask for."""
+        promise_if_none = not (self.sync and self._ended_at == step)
+        lookahead = self._lookahead(now_at)
+        future = self._reporter.submit(
+            lambda: self.store.claim(step, lookahead=lookahead, promise_if_none=promise_if_none)
+        )
+        self._prefetch = (step, future)
+
+    def _prefetched(self, step: int) -> Claim | None:
+        """The claim sent ahead for ``step``, or ``None`` (none sent, or it failed: the
+        caller claims itself, and sees the error if there is one)."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is None or prefetch[0] != step:
+            return None
+        try:
+            return prefetch[1].result(timeout=self.sync_timeout_s)
+        except Exception:  # the caller's own claim reports it
+            return None
+
+    def _wait_at_boundary(self, step: int) -> Claim:
         self.flush()  # the head may be waiting for exactly these reports
         if self._last_step < step - 1:  # ...or, from a rank that reports every N steps,
             self.store.mark_waiting(self.rank, step)  # for word that no more are coming

@@ -2,8 +2,14 @@
 
 The training loop only appends to an in-memory buffer; this thread sends the buffer in one
 Lua call every ``flush_every`` reports or ``flush_interval_s`` seconds, whichever first,
-and renews the rank's heartbeat. An unreachable Redis keeps the buffer and retries; any
-other store error is kept and raised in the training thread at its next call.
+renews the rank's heartbeat, and runs the round trips the agent asks for ahead of time
+(:meth:`Reporter.submit`: the next decision's claim). An unreachable Redis keeps the buffer
+and retries; any other store error is kept and raised in the training thread at its next
+call.
+
+Every wake-up of this thread costs the training thread more than the round trip itself (it
+must give up the GIL and get it back), so it wakes rarely: a submitted call goes out with
+the buffered reports in one wake-up.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
 
 from trials.store import JobStore
 from tuner.errors import StoreError, StoreUnavailableError
@@ -56,6 +65,7 @@ class Reporter:
         self._error: StoreError | None = None
         self._closed = False
         self._urgent = False
+        self._tasks: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._info = {"host": socket.gethostname(), "pid": os.getpid()}
         self._thread = threading.Thread(
             target=self._run, name=f"tautune-reporter-{rank}", daemon=True
@@ -77,6 +87,19 @@ class Reporter:
             if self._buffer:
                 self._urgent = True
                 self._cond.notify()
+
+    def submit(self, call: Callable[[], Any]) -> Future[Any]:
+        """Run ``call`` in the background thread now, after sending what is buffered (one
+        wake-up for both); its result or exception goes to the returned future. After
+        :meth:`close` it runs at once in the calling thread."""
+        future: Future[Any] = Future()
+        with self._cond:
+            if not self._closed:
+                self._tasks.append((call, future))
+                self._cond.notify()
+                return future
+        _run_task(call, future)
+        return future
 
     def raise_error(self) -> None:
         error, self._error = self._error, None
@@ -102,6 +125,7 @@ class Reporter:
             self._closed = True
             self._cond.notify()
         self._thread.join(timeout=5.0)
+        self._run_tasks()
         self.flush(timeout_s)
         with contextlib.suppress(StoreError):
             self.store.release(self.rank)
@@ -125,7 +149,12 @@ class Reporter:
         first = True  # take the lease at once, not after the first wait
         while True:
             with self._cond:
-                idle = not (self._closed or self._urgent or len(self._buffer) >= self.flush_every)
+                idle = not (
+                    self._closed
+                    or self._urgent
+                    or self._tasks
+                    or len(self._buffer) >= self.flush_every
+                )
                 if not first and idle:
                     self._cond.wait(timeout=min(self.flush_interval_s, self.lease_ttl_s / 3))
                 first = False
@@ -134,7 +163,10 @@ class Reporter:
             if closed:
                 return
             try:
-                self._send()
+                try:
+                    self._send()
+                finally:
+                    self._run_tasks()
                 now = time.monotonic()
                 if now >= next_beat:
                     self.store.heartbeat(self.rank, ttl_s=self.lease_ttl_s, info=self._info)
@@ -145,3 +177,18 @@ class Reporter:
                 )
             except StoreError as e:
                 self._error = e
+
+    def _run_tasks(self) -> None:
+        with self._cond:
+            tasks, self._tasks = self._tasks, []
+        for call, future in tasks:
+            _run_task(call, future)
+
+
+def _run_task(call: Callable[[], Any], future: Future[Any]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(call())
+    except BaseException as e:  # handed to whoever waits on the future
+        future.set_exception(e)

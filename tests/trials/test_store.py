@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import time
 
 import pytest
 
 from trials.keys import SCHEMA_VERSION
+from trials.serialize import decision_from_json, decision_to_json
 from trials.store import Store
-from tuner.errors import DecisionConflictError, StoreUnavailableError
+from tuner.errors import (
+    ConfigError,
+    DecisionConflictError,
+    MalformedEntryError,
+    StoreUnavailableError,
+)
 from tuner.records import Decision, DecisionKind, Report
 
 
@@ -148,3 +155,21 @@ def test_unreachable_redis_is_a_clear_error_after_retries() -> None:
         Store.connect("redis://app:s3cret@127.0.0.1:1/0", retries=2)
     assert "s3cret" not in str(e.value)  # passwords never reach a message
     assert time.monotonic() - start < 10
+
+
+def test_decide_at_is_stored_and_read_back_and_checked(store: Store) -> None:
+    job = store.job("decide-at")
+    d = Decision(stage=0, kind=DecisionKind.COMMIT, from_step=0, until_step=40, decide_at=30)
+    job.commit(expected_version=0, decision=d)
+    got = job.claim(5).decision
+    assert got is not None and got.decide_at == 30
+    # A decision stored before the field existed reads back without it.
+    raw = json.loads(decision_to_json(d))
+    del raw["decide_at"]
+    assert decision_from_json(json.dumps(raw), "test").decide_at is None
+    for bad in (-1, 40, 41, True, 30.0):
+        with pytest.raises(ConfigError, match="decide_at must be a step in"):
+            Decision(stage=0, kind="commit", from_step=0, until_step=40, decide_at=bad)
+    with pytest.raises(MalformedEntryError, match="decide_at"):
+        raw["decide_at"] = 99
+        decision_from_json(json.dumps(raw), "test")

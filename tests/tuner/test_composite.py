@@ -26,7 +26,7 @@ def _spec(total: int = 600) -> dict[str, object]:
 
 
 def _drive(
-    ctl: Composite, steps: int, split_at: int | None = None
+    ctl: Composite, steps: int, split_at: int | None = None, proposed_at: list[int] | None = None
 ) -> tuple[Composite, list[Decision]]:
     rng = np.random.default_rng(0)
     decisions: list[Decision] = []
@@ -52,6 +52,8 @@ def _drive(
             buffer = []
         proposal = ctl.propose(Plan(horizon=step, last_step=step, next_stage=len(decisions)))
         if proposal is not None:
+            if proposed_at is not None:
+                proposed_at.append(step)
             stored = proposal.with_version(len(decisions) + 1)
             ctl.accept(stored)
             decisions.append(stored)
@@ -70,6 +72,25 @@ def test_every_stage_carries_both_an_lr_and_a_mixture() -> None:
     # The mixture learned that arm b pays: by the end it has the largest weight.
     last = decisions[-1].mixture
     assert last is not None and max(last, key=lambda a: last[a]) == "b"
+
+
+def test_by_decide_at_every_part_due_before_the_boundary_has_proposed() -> None:
+    spec = _spec()
+    spec["mixture"] = {**spec["mixture"], "tau": 60}  # type: ignore[dict-item]
+    proposed_at: list[int] = []
+    _, decisions = _drive(build_controller(spec), 600, proposed_at=proposed_at)  # type: ignore[arg-type]
+    assert len({d.until_step for d in decisions}) > 10  # the two grids cut each other
+    checked = 0
+    for d in decisions:
+        assert d.until_step is not None
+        during = [s for s in proposed_at if d.from_step <= s < d.until_step - 1]
+        if d.decide_at is None:  # nothing is proposed before the boundary
+            assert not during, d
+        else:  # the workers send reports through decide_at: that is enough for all of them
+            assert during and max(during) == d.decide_at, d
+            checked += 1
+    assert checked >= 10
+    assert decisions[-1].decide_at is None  # nothing after the last stage
 
 
 def test_the_anneal_stays_linear_across_mixture_stages() -> None:

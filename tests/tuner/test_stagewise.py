@@ -390,8 +390,10 @@ def test_propose_waits_for_the_lead_point() -> None:
         assert _snapshot(ctl) == before
         if d is not None:
             answered.append((s, d))
-    # Due at step until - lead = 30, and from then on until accepted.
+    # Due at step until - lead = 30, and from then on until accepted; the decision told the
+    # workers so (they send the report of that step at once).
     assert [s for s, _ in answered] == list(range(30, 60))
+    assert first.decide_at == 30 and answered[0][1].decide_at == 70
     assert {(d.stage, d.from_step, d.until_step) for _, d in answered} == {(1, 40, 80)}
     # Plans of every shape leave the controller as it was, however far ahead they are.
     before = _snapshot(ctl)

@@ -63,19 +63,21 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float = 3.0) -> bool:
 def test_report_is_buffered_until_flush(store: Store, make_agent: MakeAgent) -> None:
     job = store.job("buf")
     agent = make_agent(job, 0, flush_every=1000, flush_interval_s=30.0, lease_ttl_s=30.0)
-    agent.report(0, loss=2.5)
+    agent.report(0, loss=2.5)  # the first goes at once: the head starts from it
+    assert _wait_for(lambda: job.report_count() == 1)
     agent.report(1, loss=2.25)
+    agent.report(2, loss=2.0)
     time.sleep(0.2)  # the background thread must not send a partial buffer
-    assert job.report_count() == 0
-    assert agent.reports_sent == 0
+    assert job.report_count() == 1
+    assert agent.reports_sent == 1
     agent.flush()
-    assert job.report_count() == 2
-    assert agent.reports_sent == 2
+    assert job.report_count() == 3
+    assert agent.reports_sent == 3
     stored = job.all_reports()
-    assert [(r.rank, r.step, r.attempt) for r in stored] == [(0, 0, 0), (0, 1, 0)]
-    assert [r.metrics["loss"] for r in stored] == [2.5, 2.25]
+    assert [(r.rank, r.step, r.attempt) for r in stored] == [(0, 0, 0), (0, 1, 0), (0, 2, 0)]
+    assert [r.metrics["loss"] for r in stored] == [2.5, 2.25, 2.0]
     agent.flush()  # nothing new: nothing sent twice
-    assert job.report_count() == 2 and agent.reports_sent == 2
+    assert job.report_count() == 3 and agent.reports_sent == 3
 
 
 def test_close_sends_everything_and_releases_the_lease(store: Store, make_agent: MakeAgent) -> None:
@@ -100,13 +102,15 @@ def test_background_thread_sends_on_size_and_on_interval(
 ) -> None:
     by_size = store.job("size")
     agent = make_agent(by_size, 0, flush_every=3, flush_interval_s=30.0, lease_ttl_s=30.0)
-    agent.report(0, loss=1.0)
+    agent.report(0, loss=1.0)  # the first goes at once
+    assert _wait_for(lambda: by_size.report_count() == 1)
     agent.report(1, loss=1.0)
-    time.sleep(0.2)
-    assert by_size.report_count() == 0
     agent.report(2, loss=1.0)
-    assert _wait_for(lambda: by_size.report_count() == 3)
-    assert agent.reports_sent == 3
+    time.sleep(0.2)
+    assert by_size.report_count() == 1
+    agent.report(3, loss=1.0)
+    assert _wait_for(lambda: by_size.report_count() == 4)
+    assert agent.reports_sent == 4
 
     by_time = store.job("time")
     other = make_agent(by_time, 0, flush_every=1000, flush_interval_s=0.05)
@@ -277,14 +281,20 @@ def test_reattach_takes_the_next_attempt_and_may_restart_from_step_zero(
 
 def test_no_decision_means_base_schedule(store: Store, make_agent: MakeAgent) -> None:
     job = store.job("none")
-    agent = make_agent(job, 0, lookahead=8)
+    agent = make_agent(job, 0, lookahead=8, lookahead_s=0)  # promises of 8 steps exactly
     assert all(agent.decision(step) is None for step in range(40))
-    # The empty answers were promised: a decision may not start inside them any more.
-    assert job.horizon() == 39  # steps 32..39 were the last range answered
+    # The empty answers were promised: a decision may not start inside them any more. The
+    # range after 32..39 was claimed ahead, from step 36 (PREFETCH_STEPS before its end).
+    assert Agent.PREFETCH_STEPS == 4
+    deadline = time.monotonic() + 10.0  # by the background thread, which may still be at it
+    while job.horizon() != 47 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.horizon() == 47
     with pytest.raises(DecisionConflictError):
-        job.commit(expected_version=0, decision=_decision(39, None))
-    job.commit(expected_version=0, decision=_decision(40, None))
-    assert agent.decision(40) is not None
+        job.commit(expected_version=0, decision=_decision(47, None))
+    job.commit(expected_version=0, decision=_decision(48, None))
+    assert all(agent.decision(step) is None for step in range(40, 48))
+    assert agent.decision(48) is not None
 
 
 def test_decision_returns_the_committed_decision_covering_each_step(
@@ -318,7 +328,7 @@ def test_all_ranks_agree_even_when_decisions_land_between_their_reads(
     store: Store, make_agent: MakeAgent, leader: int
 ) -> None:
     job = store.job(f"agree{leader}")
-    agents = {r: make_agent(job, r, lookahead=4, sync=False) for r in (0, 1)}
+    agents = {r: make_agent(job, r, lookahead=4, lookahead_s=0, sync=False) for r in (0, 1)}
     ahead, behind = agents[leader], agents[1 - leader]
     lag, steps = 7, 80
     seen: dict[int, list[Decision | None]] = {0: [], 1: []}

@@ -26,6 +26,14 @@ from typing import Any
 from tuner.records import Decision, Report
 
 
+def decide_at(start: int, until: int, lead: int, total_steps: int | None) -> int | None:
+    """:attr:`Decision.decide_at` of a stage ``[start, until)`` whose successor is proposed
+    once a report reaches ``lead`` steps before ``until``; ``None`` for the run's last stage."""
+    if total_steps is not None and until >= total_steps:
+        return None
+    return max(start, until - lead)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What the head knows when it asks for a decision.

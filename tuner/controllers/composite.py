@@ -33,6 +33,7 @@ def _to_dict(d: Decision) -> dict[str, Any]:
         "mixture": dict(d.mixture) if d.mixture is not None else None,
         "controller": d.controller,
         "info": copy.deepcopy(dict(d.info)),
+        "decide_at": d.decide_at,
     }
 
 
@@ -48,6 +49,7 @@ def _from_dict(raw: dict[str, Any], version: int) -> Decision:
         version=version,
         controller=raw["controller"],
         info=raw["info"],
+        decide_at=raw.get("decide_at"),  # absent from states written before it existed
     )
 
 
@@ -86,6 +88,14 @@ class Composite(Controller):
         mix = own["mixture"].mixture if "mixture" in own else self._carried_mixture()
         kinds = [d.kind for d in own.values()]
         kind = DecisionKind.EXPLORE if DecisionKind.EXPLORE in kinds else kinds[0]
+        # Each part proposes again once a report reaches its own point; the reports up to
+        # the last of them let the head write the next stage, both parts, before the end.
+        wanted = [d.decide_at for d in own.values()] + [
+            c.get("decide_at") for n, c in self.current.items() if n not in own and c is not None
+        ]
+        decide = [
+            w for w in wanted if w is not None and w >= start and (until is None or w < until)
+        ]
         final = all(d.info.get("final") for d in own.values()) and len(own) == len(
             [p for p in self.parts.values() if not p.done]
         )
@@ -98,6 +108,7 @@ class Composite(Controller):
             lr_end=lr_end,
             mixture=mix,
             controller="composite",
+            decide_at=max(decide) if decide else None,
             info={
                 "parts": {n: _to_dict(d) for n, d in own.items()},
                 "final": final,

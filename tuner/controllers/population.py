@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.controllers.base import Plan, PopulationController
+from tuner.controllers.base import Plan, PopulationController, decide_at
 from tuner.controllers.lr_search import LRSearchConfig, anneal_decision, next_start, stage_until
 from tuner.errors import ConfigError
 from tuner.records import Decision, DecisionKind, Report
@@ -99,13 +99,15 @@ class PopulationLR(PopulationController):
         if anneal is not None:
             return anneal
         lr = c.clamp(math.exp(self.mu + self.delta * c.offset(trial)))
+        until = stage_until(c, start)
         return Decision(
             stage=index,
             kind=DecisionKind.EXPLORE,
             from_step=start,
-            until_step=stage_until(c, start),
+            until_step=until,
             lr=lr,
             controller="population",
+            decide_at=decide_at(start, until, c.lead_steps, c.total_steps),
             info={
                 "phase": "search",
                 "center_lr": math.exp(self.mu),

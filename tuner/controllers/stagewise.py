@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.controllers.base import LRController, Plan
+from tuner.controllers.base import LRController, Plan, decide_at
 from tuner.controllers.lr_search import LRSearchConfig, anneal_decision, next_start, stage_until
 from tuner.errors import ConfigError
 from tuner.records import Decision, DecisionKind, Report
@@ -111,6 +111,7 @@ class StagewiseLR(LRController):
             until_step=until,
             lr=lr,
             controller="stagewise",
+            decide_at=decide_at(start, until, c.lead_steps, c.total_steps),
             info={
                 "phase": "search",
                 "center_lr": self._center_lr(),

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tuner.controllers.base import MixtureController, Plan
+from tuner.controllers.base import MixtureController, Plan, decide_at
 from tuner.controllers.mixture import signals
 from tuner.controllers.mixture.config import MixtureConfig
 from tuner.controllers.mixture.state import check_state
@@ -141,6 +141,7 @@ class BanditMixture(MixtureController):
             until_step=until,
             mixture=weights,
             controller=self.algorithm,
+            decide_at=decide_at(start, until, c.lead_steps, c.total_steps),
             info={
                 "algorithm": self.algorithm,
                 "reward": c.reward,

@@ -1,0 +1,180 @@
+"""What the agent does ahead of training, on a real Redis: the next range's claim sent from
+the background thread, promises sized by the step rate, and reports sent at once where the
+head needs them (the first one, and the one at ``Decision.decide_at``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from trials.results import Claim
+from trials.store import JobStore, Store
+from tuner.records import Decision, DecisionKind
+from workers.agent import Agent
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    made: list[Agent] = []
+    yield made
+    for agent in made:
+        agent.close()
+
+
+def _stage(start: int, until: int, stage: int, **kw: Any) -> Decision:
+    return Decision(
+        stage=stage,
+        kind=DecisionKind.COMMIT,
+        from_step=start,
+        until_step=until,
+        lr=0.1 / (stage + 1),
+        **kw,
+    )
+
+
+def _record_claims(job: JobStore) -> list[tuple[int, str]]:
+    """Wrap ``job.claim`` to record ``(step, thread name)`` of every call; it still runs."""
+    calls: list[tuple[int, str]] = []
+    claim: Callable[..., Claim] = job.claim
+
+    def recorded(step: int, **kw: Any) -> Claim:
+        calls.append((step, threading.current_thread().name))
+        return claim(step, **kw)
+
+    job.claim = recorded  # type: ignore[method-assign]
+    return calls
+
+
+def _until(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_the_next_range_is_claimed_from_the_background_thread(
+    store: Store, agents: list[Agent]
+) -> None:
+    job = store.job("ahead")
+    for i, start in enumerate(range(0, 100, 10)):
+        job.commit(expected_version=i, decision=_stage(start, start + 10, i))
+    calls = _record_claims(job)
+    agent = Agent(job, 0, sync=False)
+    agents.append(agent)
+    got = []
+    for step in range(100):
+        got.append(agent.decision(step))
+        time.sleep(0.001)  # a training step: the claim sent ahead lands meanwhile
+    assert [d.stage if d else None for d in got] == [s // 10 for s in range(100)]
+    assert calls[0] == (0, threading.current_thread().name)  # nothing to go ahead of yet
+    # One claim per range, the one after the last stage included (sent from step 96).
+    assert [step for step, _ in calls] == list(range(0, 101, 10))
+    assert {name for _, name in calls[1:]} == {"tautune-reporter-0"}
+
+
+def test_a_claim_sent_ahead_that_fails_is_made_again_by_the_training_thread(
+    store: Store, agents: list[Agent]
+) -> None:
+    job = store.job("ahead-fails")
+    job.commit(expected_version=0, decision=_stage(0, 10, 0))
+    job.commit(expected_version=1, decision=_stage(10, 20, 1))
+    claim = job.claim
+    failures: list[int] = []
+
+    def flaky(step: int, **kw: Any) -> Claim:
+        if threading.current_thread().name.startswith("tautune-reporter") and not failures:
+            failures.append(step)
+            raise ConnectionError("lost the connection")
+        return claim(step, **kw)
+
+    job.claim = flaky  # type: ignore[method-assign]
+    agent = Agent(job, 0, sync=False)
+    agents.append(agent)
+    stages = []
+    for step in range(20):
+        d = agent.decision(step)
+        stages.append(d.stage if d else None)
+        time.sleep(0.001)
+    assert failures == [10]
+    assert stages == [0] * 10 + [1] * 10
+
+
+def test_open_answers_are_promised_for_lookahead_s_at_the_measured_step_rate(
+    store: Store, agents: list[Agent]
+) -> None:
+    job = store.job("rate")
+    asked = _record_lookaheads(job)
+    agent = Agent(job, 0, lookahead=2, lookahead_s=0.2)
+    agents.append(agent)
+    for step in range(120):
+        assert agent.decision(step) is None
+        time.sleep(0.005)
+    assert asked[0] == 2  # no rate known yet: the floor
+    # At no more than 200 steps/s, 0.2 s is at most 40 steps; sleeps only lengthen steps.
+    assert all(2 <= n <= 40 for n in asked), asked
+    assert max(asked) > 2, asked  # the rate was used, not only the floor
+    assert job.horizon() >= 119
+
+    fast = store.job("rate-fast")
+    asked_fast = _record_lookaheads(fast)
+    agent = Agent(fast, 0, lookahead=2, lookahead_s=60.0)
+    agents.append(agent)
+    for step in range(5000):
+        agent.decision(step)
+    assert asked_fast[-1] == Agent.MAX_LOOKAHEAD
+
+
+def _record_lookaheads(job: JobStore) -> list[int]:
+    """Wrap ``job.claim`` to record the ``lookahead`` of every call; it still runs."""
+    asked: list[int] = []
+    claim: Callable[..., Claim] = job.claim
+
+    def recorded(step: int, **kw: Any) -> Claim:
+        asked.append(kw["lookahead"])
+        return claim(step, **kw)
+
+    job.claim = recorded  # type: ignore[method-assign]
+    return asked
+
+
+def test_reports_go_out_at_once_from_the_step_the_head_decides_at(
+    store: Store, agents: list[Agent]
+) -> None:
+    job = store.job("decide-at")
+    job.commit(expected_version=0, decision=_stage(0, 100, 0, decide_at=60))
+    agent = Agent(job, 0, flush_every=10_000, flush_interval_s=60.0, sync=False)
+    agents.append(agent)
+    agent.decision(0)
+    agent.report(0, loss=1.0)
+    assert _until(lambda: job.progress() == {0: (0, 0)})  # the first report goes at once
+    for step in range(1, 60):
+        agent.decision(step)
+        agent.report(step, loss=1.0)
+    time.sleep(0.2)
+    assert job.progress() == {0: (0, 0)}  # buffered: nothing due yet
+    agent.decision(60)
+    agent.report(60, loss=1.0)
+    assert _until(lambda: job.progress().get(0) == (0, 60))
+
+
+def test_without_decide_at_reports_wait_for_the_batch(store: Store, agents: list[Agent]) -> None:
+    job = store.job("no-decide-at")
+    job.commit(expected_version=0, decision=_stage(0, 1000, 0))  # no claim ahead either
+    agent = Agent(job, 0, flush_every=10_000, flush_interval_s=60.0, sync=False)
+    agents.append(agent)
+    agent.decision(0)
+    agent.report(0, loss=1.0)
+    assert _until(lambda: job.progress() == {0: (0, 0)})
+    for step in range(1, 99):
+        agent.decision(step)
+        agent.report(step, loss=1.0)
+    time.sleep(0.2)
+    assert job.progress() == {0: (0, 0)}
+    agent.flush()
+    assert job.progress() == {0: (0, 98)}
