@@ -81,6 +81,9 @@ class Report:
                 )
         clean: dict[str, float] = {}
         for name, value in self.metrics.items():
+            if type(value) is float and type(name) is str and name and math.isfinite(value):
+                clean[name] = value  # the common case, checked without a conversion
+                continue
             if not isinstance(name, str) or not name:
                 raise InvalidMetricError(
                     f"metric names must be non-empty strings, got {name!r} "
@@ -100,7 +103,7 @@ class Report:
                     "for divergence."
                 )
             clean[name] = number
-        object.__setattr__(self, "metrics", _frozen(clean))
+        object.__setattr__(self, "metrics", MappingProxyType(clean))
 
     @property
     def key(self) -> tuple[int, int, int]:

@@ -89,7 +89,7 @@ class Agent:
         sync: bool = True,
         sync_timeout_s: float = 60.0,
         lookahead: int = 16,
-        lookahead_s: float = 0.25,
+        lookahead_s: float = 0.5,
         flush_every: int = 128,
         flush_interval_s: float = 0.5,
         lease_ttl_s: float = 10.0,
