@@ -243,8 +243,13 @@ def tune(
                 env = {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": rt.redis_url}
                 if trial is not None:
                     env["TAUTUNE_TRIAL"] = str(trial)
-                groups.append(WorkerGroup(num_workers, resources_per_worker, env, backend=backend))
-            # every trial's workers are up before any trains: a population explores together
+                groups.append(
+                    WorkerGroup(num_workers, resources_per_worker, env, backend=backend, wait=False)
+                )
+            # every trial's workers are up before any trains: a population explores together;
+            # the groups' actors start at once, not one group after another
+            for group in groups:
+                group.wait()
             refs = [group.submit(train_fn, dict(config or {})) for group in groups]
             returns = [list(ray.get(r)) for r in refs]
             if spec is not None:

@@ -57,6 +57,9 @@ class WorkerGroup:
         resources_per_worker: Ray resources of one worker, e.g. ``{"CPU": 1}`` or
             ``{"GPU": 1}`` (then CPU defaults to 1 as well).
         env: Extra environment for every worker (the job and Redis URL).
+        wait: Return once every worker has joined the process group. ``False`` returns
+            as soon as the actors are asked for, so that several groups start at once;
+            :meth:`submit` waits first.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class WorkerGroup:
         env: Mapping[str, str],
         *,
         backend: str | None = None,
+        wait: bool = True,
     ) -> None:
         import ray
 
@@ -76,26 +80,41 @@ class WorkerGroup:
             num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or None
         )
         self.workers: list[Any] = [actor.remote() for _ in range(num_workers)]
-        ip, port = ray.get(self.workers[0].address.remote())
+        self.backend: str | None = None
+        self._env = dict(env)
+        self._backend_arg = backend
+        self._address = self.workers[0].address.remote()
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until every worker has joined the process group (once)."""
+        import ray
+
+        if self.backend is not None:
+            return
+        ip, port = ray.get(self._address)
         envs = [
             {
-                **env,
+                **self._env,
                 "RANK": str(r),
-                "WORLD_SIZE": str(num_workers),
+                "WORLD_SIZE": str(len(self.workers)),
                 "LOCAL_RANK": "0",
                 "MASTER_ADDR": ip,
                 "MASTER_PORT": str(port),
             }
-            for r in range(num_workers)
+            for r in range(len(self.workers))
         ]
-        self.backend = ray.get(
-            [w.setup.remote(e, backend) for w, e in zip(self.workers, envs, strict=True)]
-        )[0]
+        setups = [
+            w.setup.remote(e, self._backend_arg) for w, e in zip(self.workers, envs, strict=True)
+        ]
+        self.backend = ray.get(setups)[0]
 
     def submit(
         self, train_fn: Callable[[dict[str, Any]], Any], config: dict[str, Any]
     ) -> list[Any]:
         """Start ``train_fn(config)`` on every rank; Ray object refs in rank order."""
+        self.wait()
         return [w.run.remote(train_fn, config) for w in self.workers]
 
     def run(self, train_fn: Callable[[dict[str, Any]], Any], config: dict[str, Any]) -> list[Any]:
