@@ -195,3 +195,31 @@ def test_two_ranks_explore_from_snapshots_together(
             assert p.restore_from == start
             assert r["losses"][p.from_step] == r["losses"][start]
     assert r0["losses"][start] != r1["losses"][start]  # the ranks' batches differ
+
+
+def _environment(config: dict[str, Any]) -> dict[str, str]:
+    import os
+
+    return {k: os.environ[k] for k in config["keys"]}
+
+
+def test_worker_groups_started_together_are_each_set_up_before_they_run(
+    ray_local: None,
+) -> None:
+    from tuner.worker_group import WorkerGroup
+
+    groups = [WorkerGroup(1, {"CPU": 1}, {"TAUTUNE_TRIAL": str(i)}, wait=False) for i in (0, 1)]
+    try:
+        assert all(g.backend is None for g in groups)  # asked for, not waited on
+        # submit() waits for the group's setup, so the function sees its rank's environment
+        got = [
+            g.run(_environment, {"keys": ["TAUTUNE_TRIAL", "RANK", "WORLD_SIZE"]}) for g in groups
+        ]
+        assert got == [
+            [{"TAUTUNE_TRIAL": "0", "RANK": "0", "WORLD_SIZE": "1"}],
+            [{"TAUTUNE_TRIAL": "1", "RANK": "0", "WORLD_SIZE": "1"}],
+        ]
+        assert [g.backend for g in groups] == ["gloo", "gloo"]
+    finally:
+        for g in groups:
+            g.shutdown()
