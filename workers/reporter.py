@@ -91,10 +91,11 @@ class Reporter:
     def submit(self, call: Callable[[], Any]) -> Future[Any]:
         """Run ``call`` in the background thread now, after sending what is buffered (one
         wake-up for both); its result or exception goes to the returned future. After
-        :meth:`close` it runs at once in the calling thread."""
+        :meth:`close` (or should the thread have died) it runs at once in the calling
+        thread."""
         future: Future[Any] = Future()
         with self._cond:
-            if not self._closed:
+            if not self._closed and self._thread.is_alive():
                 self._tasks.append((call, future))
                 self._cond.notify()
                 return future

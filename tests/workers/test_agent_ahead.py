@@ -15,6 +15,7 @@ from trials.results import Claim
 from trials.store import JobStore, Store
 from tuner.records import Decision, DecisionKind
 from workers.agent import Agent
+from workers.reporter import Reporter
 
 
 @pytest.fixture
@@ -178,3 +179,16 @@ def test_without_decide_at_reports_wait_for_the_batch(store: Store, agents: list
     assert job.progress() == {0: (0, 0)}
     agent.flush()
     assert job.progress() == {0: (0, 98)}
+
+
+def test_submitted_calls_run_in_the_background_thread_until_it_closes(store: Store) -> None:
+    reporter = Reporter(store.job("submit"), 0)
+    here = threading.current_thread().name
+    try:
+        assert reporter.submit(lambda: threading.current_thread().name).result(10) != here
+        failed = reporter.submit(lambda: 1 / 0)
+        assert isinstance(failed.exception(10), ZeroDivisionError)
+    finally:
+        reporter.close()
+    after = reporter.submit(lambda: threading.current_thread().name)
+    assert after.done() and after.result() == here  # closed: run at once, right here
