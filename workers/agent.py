@@ -77,6 +77,7 @@ class Agent:
     """
 
     MAX_LOOKAHEAD = 1024
+    """Most steps an open answer is promised for, however fast the steps are."""
     PREFETCH_STEPS = 4
     """Steps before the end of the cached range at which the next claim is sent."""
 

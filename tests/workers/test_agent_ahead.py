@@ -13,6 +13,7 @@ import pytest
 
 from trials.results import Claim
 from trials.store import JobStore, Store
+from tuner.errors import ConfigError
 from tuner.records import Decision, DecisionKind
 from workers.agent import Agent
 from workers.reporter import Reporter
@@ -192,3 +193,9 @@ def test_submitted_calls_run_in_the_background_thread_until_it_closes(store: Sto
         reporter.close()
     after = reporter.submit(lambda: threading.current_thread().name)
     assert after.done() and after.result() == here  # closed: run at once, right here
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan")])
+def test_a_negative_or_nan_lookahead_s_is_refused(store: Store, bad: float) -> None:
+    with pytest.raises(ConfigError, match="lookahead_s must be >= 0 seconds"):
+        Agent(store.job("bad-lookahead"), 0, lookahead_s=bad)
