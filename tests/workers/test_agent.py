@@ -86,9 +86,12 @@ def test_close_sends_everything_and_releases_the_lease(store: Store, make_agent:
     agent = make_agent(job, 3, flush_every=1000, flush_interval_s=30.0, lease_ttl_s=30.0)
     assert _wait_for(lambda: 3 in job.alive_workers()), "no lease while the agent runs"
     assert job.alive_workers()[3]["pid"] == os.getpid()
-    for step in range(5):
+    agent.report(0, loss=1.0)  # the first goes at once (the head starts from it) ...
+    assert _wait_for(lambda: job.report_count() == 1)
+    for step in range(1, 5):
         agent.report(step, loss=1.0 / (step + 1))
-    assert job.report_count() == 0
+    time.sleep(0.1)
+    assert job.report_count() == 1  # ... the rest wait for the batch, or for close()
     agent.close()
     assert job.report_count() == 5
     assert agent.reports_sent == 5
