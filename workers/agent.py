@@ -72,12 +72,15 @@ class Agent:
             cached for, i.e. how often at most an unattended worker looks for a decision.
         lookahead_s: Seconds of training an open answer is cached for, at the step rate
             measured (at least ``lookahead`` steps, at most ``MAX_LOOKAHEAD``): a head that
-            starts or changes its mind takes effect this much later.
+            changes its mind takes effect this much later. With no head alive it is
+            ``UNATTENDED_FACTOR`` times as long: a worker that nothing tunes looks for a
+            head every 2 s of training by default, and one that attaches takes effect then.
         flush_every: Reports buffered before the background thread sends them.
     """
 
     MAX_LOOKAHEAD = 1024
     """Most steps an open answer is promised for, however fast the steps are."""
+    UNATTENDED_FACTOR = 4
     PREFETCH_STEPS = 4
     """Steps before the end of the cached range at which the next claim is sent."""
 
@@ -116,6 +119,7 @@ class Agent:
         self._decide_at: int | None = None  # report this step at once (Decision.decide_at)
         self._prefetch: tuple[int, Future[Claim]] | None = None  # (step, its claim in flight)
         self._rate_mark: tuple[int, float] | None = None  # (step, time) of the last claim
+        self._head_alive = True  # as the last claim found it
         self._reporter = Reporter(
             store,
             rank,
@@ -263,6 +267,7 @@ class Agent:
         self._cached = claim.decision
         self._cached_from = step
         self._valid_until = claim.valid_until
+        self._head_alive = claim.head_alive
         d = claim.decision
         if d is not None:
             bounded = d.until_step is not None and not d.info.get("final")
@@ -271,13 +276,15 @@ class Agent:
         return d
 
     def _lookahead(self, step: int) -> int:
-        """Steps an open answer at ``step`` is to be promised for: ``lookahead_s`` at the
-        step rate since the last claim, within ``[lookahead, MAX_LOOKAHEAD]``."""
+        """Steps an open answer at ``step`` is to be promised for: ``lookahead_s`` (times
+        ``UNATTENDED_FACTOR`` while no head is alive) at the step rate since the last claim,
+        within ``[lookahead, MAX_LOOKAHEAD]``."""
         now = time.monotonic()
         mark, self._rate_mark = self._rate_mark, (step, now)
         if mark is None or step <= mark[0] or now <= mark[1]:
             return self.lookahead
-        steps = self.lookahead_s * (step - mark[0]) / (now - mark[1])
+        seconds = self.lookahead_s * (1 if self._head_alive else self.UNATTENDED_FACTOR)
+        steps = seconds * (step - mark[0]) / (now - mark[1])
         return int(min(max(steps, self.lookahead), self.MAX_LOOKAHEAD))
 
     def _start_prefetch(self, step: int, *, now_at: int) -> None:

@@ -107,23 +107,30 @@ def test_a_claim_sent_ahead_that_fails_is_made_again_by_the_training_thread(
     assert stages == [0] * 10 + [1] * 10
 
 
+@pytest.mark.parametrize("head", [True, False])
 def test_open_answers_are_promised_for_lookahead_s_at_the_measured_step_rate(
-    store: Store, agents: list[Agent]
+    store: Store, agents: list[Agent], head: bool
 ) -> None:
-    job = store.job("rate")
+    job = store.job(f"rate-{head}")
+    if head:
+        job.heartbeat(None, ttl_s=60.0, info={"test": "a live head"})
     asked = _record_lookaheads(job)
-    agent = Agent(job, 0, lookahead=2, lookahead_s=0.2)
+    agent = Agent(job, 0, lookahead=2, lookahead_s=0.05)
     agents.append(agent)
-    for step in range(120):
+    for step in range(150):
         assert agent.decision(step) is None
         time.sleep(0.005)
     assert asked[0] == 2  # no rate known yet: the floor
-    # At no more than 200 steps/s, 0.2 s is at most 40 steps; sleeps only lengthen steps.
-    assert all(2 <= n <= 40 for n in asked), asked
+    # At no more than 200 steps/s, 0.05 s is at most 10 steps (4x that with no head);
+    # sleeps only lengthen steps.
+    most = 10 if head else 10 * Agent.UNATTENDED_FACTOR
+    assert all(2 <= n <= most for n in asked), asked
     assert max(asked) > 2, asked  # the rate was used, not only the floor
-    assert job.horizon() >= 119
+    assert job.horizon() >= 149
+    if head:
+        job.release(None)
 
-    fast = store.job("rate-fast")
+    fast = store.job(f"rate-fast-{head}")
     asked_fast = _record_lookaheads(fast)
     agent = Agent(fast, 0, lookahead=2, lookahead_s=60.0)
     agents.append(agent)
@@ -199,3 +206,16 @@ def test_submitted_calls_run_in_the_background_thread_until_it_closes(store: Sto
 def test_a_negative_or_nan_lookahead_s_is_refused(store: Store, bad: float) -> None:
     with pytest.raises(ConfigError, match="lookahead_s must be >= 0 seconds"):
         Agent(store.job("bad-lookahead"), 0, lookahead_s=bad)
+
+
+@pytest.mark.parametrize(("head", "expected"), [(True, 50), (False, 200)])
+def test_the_promise_is_lookahead_s_of_steps_at_the_rate_and_longer_with_no_head(
+    store: Store, agents: list[Agent], monkeypatch: pytest.MonkeyPatch, head: bool, expected: int
+) -> None:
+    agent = Agent(store.job(f"clock-{head}"), 0, lookahead=2, lookahead_s=0.5)
+    agents.append(agent)
+    agent._head_alive = head  # what the last claim said
+    clock = iter([100.0, 102.0])  # 200 steps in 2 s: 100 steps/s
+    monkeypatch.setattr("workers.agent.time.monotonic", lambda: next(clock))
+    assert agent._lookahead(1000) == 2  # first claim: no rate yet, the floor
+    assert agent._lookahead(1200) == expected  # 0.5 s (x4 with no head) at 100 steps/s
