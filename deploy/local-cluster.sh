@@ -18,10 +18,12 @@ py="${PYTHON:-python}"
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 down() {
-    # Every process whose command line names DIR, and all their descendants.
+    # Every process whose command line names DIR, the redis-server running in DIR (it
+    # rewrites its command line and daemonizes into its --dir), and all their descendants.
     "$py" - "$dir" <<'PY'
 import os, signal, sys, time
 mark = sys.argv[1]
+home = os.path.realpath(mark)
 procs = {}
 for e in os.listdir("/proc"):
     if not e.isdigit():
@@ -31,6 +33,12 @@ for e in os.listdir("/proc"):
         ppid = int(open(f"/proc/{e}/stat").read().rsplit(")", 1)[1].split()[1])
     except OSError:
         continue
+    try:
+        comm = open(f"/proc/{e}/comm").read().strip()
+        if comm.startswith("redis-server") and os.path.realpath(f"/proc/{e}/cwd") == home:
+            cmd += " " + mark
+    except OSError:
+        pass
     procs[int(e)] = (ppid, cmd)
 ancestors, p = set(), os.getpid()
 while p > 1 and p in procs:  # never this script, nor the shells that called it

@@ -46,6 +46,24 @@ def cluster() -> Iterator[dict[str, str]]:
         yield {**env, **values}
     finally:
         subprocess.run(["bash", str(SCRIPT), "down", directory], env=env, timeout=120)
+    assert _running_in(directory) == [], "processes left behind by local-cluster.sh down"
+
+
+def _running_in(directory: str) -> list[str]:
+    """Live processes whose command line names ``directory`` or that run in it."""
+    home, left = os.path.realpath(directory), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue  # exited, not yet reaped
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            if directory in cmd or os.path.realpath(f"/proc/{pid}/cwd") == home:
+                left.append(f"{pid}: {cmd}")
+        except OSError:
+            continue
+    return left
 
 
 def _tautune(
