@@ -26,13 +26,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
-import warnings
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from trials.results import Claim
 from trials.store import JobStore, Store, resolve_url
 from tuner.errors import ConfigError, InvalidMetricError, StepRegressionError
 from tuner.records import (
@@ -42,6 +38,7 @@ from tuner.records import (
     DecisionKind,
     Report,
 )
+from workers.decisions import DecisionCache, check_lookahead
 from workers.divergence import diverged_if_not_finite, divergence_hint
 from workers.reporter import Reporter
 
@@ -71,18 +68,13 @@ class Agent:
         lookahead: Fewest steps an open answer (no decision, or one without an end) is
             cached for, i.e. how often at most an unattended worker looks for a decision.
         lookahead_s: Seconds of training an open answer is cached for, at the step rate
-            measured (at least ``lookahead`` steps, at most ``MAX_LOOKAHEAD``): a head that
-            changes its mind takes effect this much later. With no head alive it is
-            ``UNATTENDED_FACTOR`` times as long: a worker that nothing tunes looks for a
-            head every 2 s of training by default, and one that attaches takes effect then.
+            measured (at least ``lookahead`` steps, at most ``DecisionCache.MAX_LOOKAHEAD``
+            of :mod:`workers.decisions`): a head that changes its mind takes effect this
+            much later. With no head alive it is ``DecisionCache.UNATTENDED_FACTOR`` times
+            as long: a worker that nothing tunes looks for a head every 2 s of training by
+            default, and one that attaches takes effect then.
         flush_every: Reports buffered before the background thread sends them.
     """
-
-    MAX_LOOKAHEAD = 1024
-    """Most steps an open answer is promised for, however fast the steps are."""
-    UNATTENDED_FACTOR = 4
-    PREFETCH_STEPS = 4
-    """Steps before the end of the cached range at which the next claim is sent."""
 
     def __init__(
         self,
@@ -98,34 +90,27 @@ class Agent:
         flush_interval_s: float = 0.5,
         lease_ttl_s: float = 10.0,
     ) -> None:
-        if lookahead < 1:
-            raise ConfigError(f"lookahead must be >= 1 step, got {lookahead=}")
+        check_lookahead(lookahead, lookahead_s)  # before the thread starts
         self.store = store
         self.rank = rank
         self.attempt = attempt
-        self.sync = sync
-        self.sync_timeout_s = sync_timeout_s
-        if not lookahead_s >= 0:
-            raise ConfigError(f"lookahead_s must be >= 0 seconds, got {lookahead_s=}")
-        self.lookahead = lookahead
-        self.lookahead_s = lookahead_s
-        self.stall_s = 0.0
-        """Seconds this rank spent waiting at sync boundaries."""
         self._last_step = -1
-        self._cached: Decision | None = None
-        self._cached_from = 0
-        self._valid_until = -1
-        self._ended_at: int | None = None  # until_step of the last bounded decision applied
-        self._decide_at: int | None = None  # report this step at once (Decision.decide_at)
-        self._prefetch: tuple[int, Future[Claim]] | None = None  # (step, its claim in flight)
-        self._rate_mark: tuple[int, float] | None = None  # (step, time) of the last claim
-        self._head_alive = True  # as the last claim found it
         self._reporter = Reporter(
             store,
             rank,
             flush_every=flush_every,
             flush_interval_s=flush_interval_s,
             lease_ttl_s=lease_ttl_s,
+        )
+        self._decisions = DecisionCache(
+            store,
+            self._reporter,
+            rank,
+            sync=sync,
+            sync_timeout_s=sync_timeout_s,
+            lookahead=lookahead,
+            lookahead_s=lookahead_s,
+            last_reported=lambda: self._last_step,
         )
         self._extra: dict[str, float] = {}
         # Step -> what the scheduler applied there and whether an EXPLORE decision covered
@@ -134,7 +119,6 @@ class Agent:
         self._applied_at: dict[int, tuple[dict[str, float], bool]] = {}
         self._exploring = False
         self._closed = False
-        self._peek: tuple[int, int, Decision | None] = (0, -1, None)
 
     @classmethod
     def attach(
@@ -220,8 +204,8 @@ class Agent:
         self._reporter.add(report)
         if first:
             self._reporter.kick()  # the head starts deciding once it knows where training is
-        elif self._decide_at is not None and step >= self._decide_at:
-            self._decide_at = None
+        elif (at := self._decisions.decide_at) is not None and step >= at:
+            self._decisions.decide_at = None
             self._reporter.kick()  # the head decides the next stage from this report
 
     def flush(self) -> None:
@@ -241,95 +225,12 @@ class Agent:
         ``wait=False`` (the mixture sampler, which asks ahead of or behind training) never
         waits at a boundary, leaves the boundary tracking alone and has its own cache.
         """
-        if self._cached_from <= step < self._valid_until:
-            if self._prefetch is None and self._valid_until - step <= self.PREFETCH_STEPS and wait:
-                self._start_prefetch(self._valid_until, now_at=step)
-            return self._cached
-        if not wait:
-            lo, hi, cached = self._peek
-            if lo <= step < hi:
-                return cached
-            peek = self.store.claim(step, lookahead=self.lookahead, promise_if_none=True)
-            self._peek = (step, peek.valid_until, peek.decision)
-            return peek.decision
-        # Only at a sync boundary may "no decision yet" be worth waiting for; anywhere else
-        # one claim that promises the answer does (one round trip, not two).
-        at_boundary = self.sync and self._ended_at == step
-        claim = self._prefetched(step)
-        if claim is None:
-            claim = self.store.claim(
-                step, lookahead=self._lookahead(step), promise_if_none=not at_boundary
-            )
-        if claim.decision is None and at_boundary and claim.head_alive:
-            claim = self._wait_at_boundary(step)
-        if claim.decision is None and at_boundary:
-            claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=True)
-        self._cached = claim.decision
-        self._cached_from = step
-        self._valid_until = claim.valid_until
-        self._head_alive = claim.head_alive
-        d = claim.decision
-        if d is not None:
-            bounded = d.until_step is not None and not d.info.get("final")
-            self._ended_at = claim.valid_until if bounded else None
-            self._decide_at = d.decide_at if d.decide_at is not None and bounded else None
-        return d
+        return self._decisions.decision(step, wait=wait)
 
-    def _lookahead(self, step: int) -> int:
-        """Steps an open answer at ``step`` is to be promised for: ``lookahead_s`` (times
-        ``UNATTENDED_FACTOR`` while no head is alive) at the step rate since the last claim,
-        within ``[lookahead, MAX_LOOKAHEAD]``."""
-        now = time.monotonic()
-        mark, self._rate_mark = self._rate_mark, (step, now)
-        if mark is None or step <= mark[0] or now <= mark[1]:
-            return self.lookahead
-        seconds = self.lookahead_s * (1 if self._head_alive else self.UNATTENDED_FACTOR)
-        steps = seconds * (step - mark[0]) / (now - mark[1])
-        return int(min(max(steps, self.lookahead), self.MAX_LOOKAHEAD))
-
-    def _start_prefetch(self, step: int, *, now_at: int) -> None:
-        """Have the background thread claim ``step`` (the first one after the cached range)
-        while training is at ``now_at``, with the promise :meth:`decision` would ask for."""
-        promise_if_none = not (self.sync and self._ended_at == step)
-        lookahead = self._lookahead(now_at)
-        future = self._reporter.submit(
-            lambda: self.store.claim(step, lookahead=lookahead, promise_if_none=promise_if_none)
-        )
-        self._prefetch = (step, future)
-
-    def _prefetched(self, step: int) -> Claim | None:
-        """The claim sent ahead for ``step``, or ``None`` (none sent, or it failed: the
-        caller claims itself, and sees the error if there is one)."""
-        prefetch, self._prefetch = self._prefetch, None
-        if prefetch is None or prefetch[0] != step:
-            return None
-        try:
-            return prefetch[1].result(timeout=self.sync_timeout_s)
-        except Exception:  # the caller's own claim reports it
-            return None
-
-    def _wait_at_boundary(self, step: int) -> Claim:
-        self.flush()  # the head may be waiting for exactly these reports
-        if self._last_step < step - 1:  # ...or, from a rank that reports every N steps,
-            self.store.mark_waiting(self.rank, step)  # for word that no more are coming
-        start = time.monotonic()
-        delay = 0.002
-        while True:
-            claim = self.store.claim(step, lookahead=self.lookahead, promise_if_none=False)
-            waited = time.monotonic() - start
-            if claim.decision is not None or not claim.head_alive:
-                break
-            if waited > self.sync_timeout_s:
-                warnings.warn(
-                    f"tautune: rank {self.rank} waited {waited:.1f}s at step {step} for the next "
-                    "decision; training on the base schedule until the head catches up",
-                    stacklevel=3,
-                )
-                break
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        self.stall_s += time.monotonic() - start
-        return claim
+    @property
+    def stall_s(self) -> float:
+        """Seconds this rank spent waiting at sync boundaries."""
+        return self._decisions.stall_s
 
     def lr_scheduler(
         self,

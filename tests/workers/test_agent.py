@@ -23,6 +23,7 @@ from tuner.errors import (
 )
 from tuner.records import Decision, DecisionKind
 from workers.agent import Agent
+from workers.decisions import DecisionCache
 
 MakeAgent = Callable[..., Agent]
 
@@ -288,7 +289,7 @@ def test_no_decision_means_base_schedule(store: Store, make_agent: MakeAgent) ->
     assert all(agent.decision(step) is None for step in range(40))
     # The empty answers were promised: a decision may not start inside them any more. The
     # range after 32..39 was claimed ahead, from step 36 (PREFETCH_STEPS before its end).
-    assert Agent.PREFETCH_STEPS == 4
+    assert DecisionCache.PREFETCH_STEPS == 4
     deadline = time.monotonic() + 10.0  # by the background thread, which may still be at it
     while job.horizon() != 47 and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -16,6 +16,7 @@ from trials.store import JobStore, Store
 from tuner.errors import ConfigError
 from tuner.records import Decision, DecisionKind
 from workers.agent import Agent
+from workers.decisions import DecisionCache
 from workers.reporter import Reporter
 
 
@@ -123,7 +124,7 @@ def test_open_answers_are_promised_for_lookahead_s_at_the_measured_step_rate(
     assert asked[0] == 2  # no rate known yet: the floor
     # At no more than 200 steps/s, 0.05 s is at most 10 steps (4x that with no head);
     # sleeps only lengthen steps.
-    most = 10 if head else 10 * Agent.UNATTENDED_FACTOR
+    most = 10 if head else 10 * DecisionCache.UNATTENDED_FACTOR
     assert all(2 <= n <= most for n in asked), asked
     assert max(asked) > 2, asked  # the rate was used, not only the floor
     assert job.horizon() >= 149
@@ -136,7 +137,7 @@ def test_open_answers_are_promised_for_lookahead_s_at_the_measured_step_rate(
     agents.append(agent)
     for step in range(5000):
         agent.decision(step)
-    assert asked_fast[-1] == Agent.MAX_LOOKAHEAD
+    assert asked_fast[-1] == DecisionCache.MAX_LOOKAHEAD
 
 
 def _record_lookaheads(job: JobStore) -> list[int]:
@@ -210,12 +211,26 @@ def test_a_negative_or_nan_lookahead_s_is_refused(store: Store, bad: float) -> N
 
 @pytest.mark.parametrize(("head", "expected"), [(True, 50), (False, 200)])
 def test_the_promise_is_lookahead_s_of_steps_at_the_rate_and_longer_with_no_head(
-    store: Store, agents: list[Agent], monkeypatch: pytest.MonkeyPatch, head: bool, expected: int
+    store: Store, monkeypatch: pytest.MonkeyPatch, head: bool, expected: int
 ) -> None:
-    agent = Agent(store.job(f"clock-{head}"), 0, lookahead=2, lookahead_s=0.5)
-    agents.append(agent)
-    agent._head_alive = head  # what the last claim said
+    job = store.job(f"clock-{head}")
+    reporter = Reporter(job, 0)
+    cache = DecisionCache(
+        job,
+        reporter,
+        0,
+        sync=True,
+        sync_timeout_s=1.0,
+        lookahead=2,
+        lookahead_s=0.5,
+        last_reported=lambda: -1,
+    )
+    cache._head_alive = head  # what the last claim said
     clock = iter([100.0, 102.0])  # 200 steps in 2 s: 100 steps/s
-    monkeypatch.setattr("workers.agent.time.monotonic", lambda: next(clock))
-    assert agent._lookahead(1000) == 2  # first claim: no rate yet, the floor
-    assert agent._lookahead(1200) == expected  # 0.5 s (x4 with no head) at 100 steps/s
+    monkeypatch.setattr("workers.decisions.time.monotonic", lambda: next(clock))
+    try:
+        assert cache._lookahead(1000) == 2  # first claim: no rate yet, the floor
+        assert cache._lookahead(1200) == expected  # 0.5 s (x4 with no head) at 100 steps/s
+    finally:
+        monkeypatch.undo()
+        reporter.close()
