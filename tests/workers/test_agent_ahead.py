@@ -39,13 +39,14 @@ def _stage(start: int, until: int, stage: int, **kw: Any) -> Decision:
     )
 
 
-def _record_claims(job: JobStore) -> list[tuple[int, str]]:
-    """Wrap ``job.claim`` to record ``(step, thread name)`` of every call; it still runs."""
-    calls: list[tuple[int, str]] = []
+def _record_claims(job: JobStore) -> list[tuple[int, str, int]]:
+    """Wrap ``job.claim`` to record ``(step, thread name, lookahead)`` of every call; it
+    still runs."""
+    calls: list[tuple[int, str, int]] = []
     claim: Callable[..., Claim] = job.claim
 
     def recorded(step: int, **kw: Any) -> Claim:
-        calls.append((step, threading.current_thread().name))
+        calls.append((step, threading.current_thread().name, kw["lookahead"]))
         return claim(step, **kw)
 
     job.claim = recorded  # type: ignore[method-assign]
@@ -75,10 +76,10 @@ def test_the_next_range_is_claimed_from_the_background_thread(
         got.append(agent.decision(step))
         time.sleep(0.001)  # a training step: the claim sent ahead lands meanwhile
     assert [d.stage if d else None for d in got] == [s // 10 for s in range(100)]
-    assert calls[0] == (0, threading.current_thread().name)  # nothing to go ahead of yet
+    assert calls[0][:2] == (0, threading.current_thread().name)  # nothing to go ahead of yet
     # One claim per range, the one after the last stage included (sent from step 96).
-    assert [step for step, _ in calls] == list(range(0, 101, 10))
-    assert {name for _, name in calls[1:]} == {"tautune-reporter-0"}
+    assert [step for step, _, _ in calls] == list(range(0, 101, 10))
+    assert {name for _, name, _ in calls[1:]} == {"tautune-reporter-0"}
 
 
 def test_a_claim_sent_ahead_that_fails_is_made_again_by_the_training_thread(
@@ -115,12 +116,13 @@ def test_open_answers_are_promised_for_lookahead_s_at_the_measured_step_rate(
     job = store.job(f"rate-{head}")
     if head:
         job.heartbeat(None, ttl_s=60.0, info={"test": "a live head"})
-    asked = _record_lookaheads(job)
+    calls = _record_claims(job)
     agent = Agent(job, 0, lookahead=2, lookahead_s=0.05)
     agents.append(agent)
     for step in range(150):
         assert agent.decision(step) is None
         time.sleep(0.005)
+    asked = [n for _, _, n in calls]
     assert asked[0] == 2  # no rate known yet: the floor
     # At no more than 200 steps/s, 0.05 s is at most 10 steps (4x that with no head);
     # sleeps only lengthen steps.
@@ -132,25 +134,12 @@ def test_open_answers_are_promised_for_lookahead_s_at_the_measured_step_rate(
         job.release(None)
 
     fast = store.job(f"rate-fast-{head}")
-    asked_fast = _record_lookaheads(fast)
+    calls_fast = _record_claims(fast)
     agent = Agent(fast, 0, lookahead=2, lookahead_s=60.0)
     agents.append(agent)
     for step in range(5000):
         agent.decision(step)
-    assert asked_fast[-1] == DecisionCache.MAX_LOOKAHEAD
-
-
-def _record_lookaheads(job: JobStore) -> list[int]:
-    """Wrap ``job.claim`` to record the ``lookahead`` of every call; it still runs."""
-    asked: list[int] = []
-    claim: Callable[..., Claim] = job.claim
-
-    def recorded(step: int, **kw: Any) -> Claim:
-        asked.append(kw["lookahead"])
-        return claim(step, **kw)
-
-    job.claim = recorded  # type: ignore[method-assign]
-    return asked
+    assert calls_fast[-1][2] == DecisionCache.MAX_LOOKAHEAD
 
 
 def test_reports_go_out_at_once_from_the_step_the_head_decides_at(
