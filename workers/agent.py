@@ -68,11 +68,12 @@ class Agent:
         lookahead: Fewest steps an open answer (no decision, or one without an end) is
             cached for, i.e. how often at most an unattended worker looks for a decision.
         lookahead_s: Seconds of training an open answer is cached for, at the step rate
-            measured (at least ``lookahead`` steps, at most ``DecisionCache.MAX_LOOKAHEAD``
-            of :mod:`workers.decisions`): a head that changes its mind takes effect this
-            much later. With no head alive it is ``DecisionCache.UNATTENDED_FACTOR`` times
-            as long: a worker that nothing tunes looks for a head every 2 s of training by
-            default, and one that attaches takes effect then.
+            measured (at least ``lookahead`` steps, at most the steps trained since the
+            first claim and ``DecisionCache.MAX_LOOKAHEAD`` of :mod:`workers.decisions`): a
+            head that changes its mind takes effect this much later. With no head alive it
+            is ``DecisionCache.UNATTENDED_FACTOR`` times as long: a worker that nothing
+            tunes looks for a head every 2 s of training by default, and one that attaches
+            takes effect then.
         flush_every: Reports buffered before the background thread sends them.
     """
 

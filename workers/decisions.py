@@ -2,10 +2,13 @@
 
 The answer the store gives is promised until a step (``valid_until``), so it is cached for
 that range; the claim for the range after it goes from the agent's background thread
-(:meth:`~workers.reporter.Reporter.submit`) a few steps before training gets there. An
-open answer (no decision, or one without an end) is promised for ``lookahead_s`` of
-training at the measured step rate. At a sync stage boundary (a decision ended and the
-head is alive) training waits for the next decision, for at most ``sync_timeout_s``.
+(:meth:`~workers.reporter.Reporter.submit`) a few steps before training gets there. An open
+answer (no decision, or one without an end) is promised for ``lookahead_s`` of training at
+the measured step rate, and for no more steps than the rank has trained since its first
+claim: a head can always place its next decision within the steps trained so far again,
+however fast they are (a 400-step run of 0.1 ms steps would otherwise be promised past its
+end at its second claim, and nothing tuned). At a sync stage boundary (a decision ended and
+the head is alive) training waits for the next decision, for at most ``sync_timeout_s``.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class DecisionCache:
         self._ended_at: int | None = None  # until_step of the last bounded decision applied
         self._prefetch: tuple[int, Future[Claim]] | None = None  # (step, its claim in flight)
         self._rate_mark: tuple[int, float] | None = None  # (step, time) of the last claim
+        self._first_claim: int | None = None  # the step of the first claim
         self._head_alive = True  # as the last claim found it
         self._peek: tuple[int, int, Decision | None] = (0, -1, None)
 
@@ -116,13 +120,16 @@ class DecisionCache:
     def _lookahead(self, step: int) -> int:
         """Steps an open answer at ``step`` is to be promised for: ``lookahead_s`` (times
         ``UNATTENDED_FACTOR`` while no head is alive) at the step rate since the last claim,
-        within ``[lookahead, MAX_LOOKAHEAD]``."""
+        at most the steps trained since the first claim, within ``[lookahead,
+        MAX_LOOKAHEAD]``."""
         now = time.monotonic()
         mark, self._rate_mark = self._rate_mark, (step, now)
+        if self._first_claim is None:
+            self._first_claim = step
         if mark is None or step <= mark[0] or now <= mark[1]:
             return self.lookahead
         seconds = self.lookahead_s * (1 if self._head_alive else self.UNATTENDED_FACTOR)
-        steps = seconds * (step - mark[0]) / (now - mark[1])
+        steps = min(seconds * (step - mark[0]) / (now - mark[1]), step - self._first_claim)
         return int(min(max(steps, self.lookahead), self.MAX_LOOKAHEAD))
 
     def _start_prefetch(self, step: int, *, now_at: int) -> None:

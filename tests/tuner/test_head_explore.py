@@ -33,15 +33,18 @@ def _train(
     steps: int,
     on_step: Callable[[int], None] | None = None,
     report_every: int = 1,
+    step_s: float = 0.001,
+    **agent_kw: Any,
 ) -> tuple[Agent, list[float]]:
     """A small regression net under the job's LR, on a rank that restores and reports
-    every ``report_every`` steps; its losses."""
+    every ``report_every`` steps, sleeping ``step_s`` a step; its losses."""
     torch.manual_seed(0)
     x = torch.randn(512, 16)
     y = x @ torch.randn(16, 1) + 0.1 * torch.randn(512, 1)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    agent = Agent(job, rank=0, sync_timeout_s=60.0, flush_every=4, flush_interval_s=0.02)
+    kw = {"sync_timeout_s": 60.0, "flush_every": 4, "flush_interval_s": 0.02, **agent_kw}
+    agent = Agent(job, rank=0, **kw)
     sched = agent.lr_scheduler(opt, model=model)
     losses: list[float] = []
     for step in range(steps):
@@ -56,7 +59,8 @@ def _train(
         sched.step()
         if on_step is not None:
             on_step(step)
-        time.sleep(0.001)
+        if step_s:
+            time.sleep(step_s)
     agent.close()
     return agent, losses
 
@@ -109,6 +113,27 @@ def test_candidates_restart_from_one_snapshot_and_the_winner_keeps_its_steps(
     assert decisions[-1].until_step == steps and decisions[-1].lr_end == 0.0
     assert job.report_count() == steps
     assert agent.stall_s < 30
+
+
+def test_a_short_run_of_fast_steps_is_explored(
+    ray_local: None, store: Store, redis_server: Any
+) -> None:
+    # Steps of well under a millisecond and the agent's defaults (reports sent every 128,
+    # open answers promised for 0.5 s of training): the promises must not outrun the run,
+    # or the head finds no step left to explore at (it did: promised to step 1,134 of 400).
+    steps = 400
+    spec = {"init_lr": 0.01, "total_steps": steps, "warmup_steps": 20, "explore_budget": 0.2}
+    start_head("fast-e2e", redis_server.url, spec)
+    job = store.job("fast-e2e")
+    _wait_for_head(job)
+    _train(job, steps, step_s=0.0, flush_every=128, flush_interval_s=0.5)
+    final = stop_head("fast-e2e")
+    assert final is not None and final["error"] is None
+    decisions = sorted(job.stage_decisions(), key=lambda d: d.from_step)
+    probes = [d for d in decisions if d.info.get("segment", {}).get("role") == "probe"]
+    assert probes and probes[0].snapshot, decisions
+    assert probes[0].from_step < steps // 2
+    assert decisions[-1].until_step == steps and decisions[-1].lr_end == 0.0
 
 
 @pytest.mark.parametrize("when", ["first probe", "after a cool-down"])

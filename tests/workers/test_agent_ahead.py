@@ -142,6 +142,31 @@ def test_open_answers_are_promised_for_lookahead_s_at_the_measured_step_rate(
     assert calls_fast[-1][2] == DecisionCache.MAX_LOOKAHEAD
 
 
+@pytest.mark.parametrize("head", [True, False])
+def test_a_fast_run_is_promised_no_more_steps_than_it_trained(
+    store: Store, agents: list[Agent], head: bool
+) -> None:
+    # Steps of a few µs: 0.5 s of them is past the cap at once. A head that attaches or
+    # decides now must still be able to place its next decision within the steps trained
+    # so far again (a 400-step run was promised to step 1,134 at its second claim).
+    job = store.job(f"fast-{head}")
+    if head:
+        job.heartbeat(None, ttl_s=60.0, info={"test": "a live head"})
+    calls = _record_claims(job)
+    agent = Agent(job, 0, lookahead=16)
+    agents.append(agent)
+    for step in range(100, 3000):  # a rank that resumed at step 100
+        assert agent.decision(step) is None
+        # the claim sent ahead covers from PREFETCH_STEPS on, for the steps trained
+        most = step + DecisionCache.PREFETCH_STEPS + max(16, step - 100)
+        assert job.horizon() < most, (step, job.horizon())
+    asked = [(step, n) for step, _, n in calls]
+    assert all(n <= max(16, step - 100) for step, n in asked), asked
+    assert asked[-1][1] == DecisionCache.MAX_LOOKAHEAD  # the cap, once the run is long
+    if head:
+        job.release(None)
+
+
 def test_reports_go_out_at_once_from_the_step_the_head_decides_at(
     store: Store, agents: list[Agent]
 ) -> None:
