@@ -47,6 +47,15 @@ def _frozen(mapping: Mapping[str, float]) -> Mapping[str, float]:
     return MappingProxyType(dict(mapping))
 
 
+def metric_float(value: Any) -> float:
+    """``value`` as a float; a one-element tensor or array through its ``item()``, which
+    neither copies a graph nor warns about one (``float()`` of a tensor that requires grad
+    does). Raises ``TypeError``, ``ValueError`` or, from a tensor of several elements,
+    ``RuntimeError``."""
+    item = getattr(value, "item", None)
+    return float(item() if callable(item) else value)
+
+
 @dataclass(frozen=True)
 class Report:
     """What one rank measured at one optimizer step.
@@ -90,8 +99,8 @@ class Report:
                     f"(rank {self.rank}, step {self.step})"
                 )
             try:
-                number = float(value)
-            except (TypeError, ValueError):
+                number = metric_float(value)
+            except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several
                 raise InvalidMetricError(
                     f"metric {name!r} at step {self.step} (rank {self.rank}) is not a number: "
                     f"{value!r}"

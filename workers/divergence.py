@@ -8,7 +8,7 @@ import logging
 import math
 from typing import Any
 
-from tuner.records import DIVERGED_METRIC, RESTORABLE_METRIC
+from tuner.records import DIVERGED_METRIC, RESTORABLE_METRIC, metric_float
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ def _finite(value: Any) -> bool:
     """Whether ``value`` is a finite number; a 0-d tensor or a NumPy float counts as one,
     anything that is not a number at all is left for :class:`Report` to refuse."""
     try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
+        return math.isfinite(metric_float(value))
+    except (TypeError, ValueError, RuntimeError):
         return True
 
 
