@@ -181,6 +181,7 @@ def tune(
     ray_address: str | None = None,
     backend: str | None = None,
     population: int | None = None,
+    log_to_driver: bool = True,
 ) -> Result:
     """Run ``train_fn(config)`` on ``num_workers`` data-parallel Ray workers, tuned by a head.
 
@@ -201,6 +202,9 @@ def tune(
             trial probes one candidate LR from a shared state and every trial goes on
             from the winner's (:mod:`tuner.controllers.population_explore`); otherwise
             the trials explore P learning rates around a centre without exchanging weights.
+        log_to_driver: Print the workers' output (``print``, warnings, tracebacks) and the
+            head's log of its decisions here, prefixed by the Ray actor, when ``tune``
+            starts the Ray (with ``ray_address`` or a connected Ray, that Ray's setting holds).
 
     Ctrl-C stops the workers and the head and re-raises ``KeyboardInterrupt``.
     """
@@ -229,7 +233,7 @@ def tune(
     job = check_job_name(job or os.environ.get("TAUTUNE_JOB") or f"tune-{uuid.uuid4().hex[:8]}")
     trial_ids: list[int | None] = list(range(population)) if population else [None]
     start = time.perf_counter()
-    with local_runtime(redis_url, ray_address) as rt:
+    with local_runtime(redis_url, ray_address, log_to_driver=log_to_driver) as rt:
         head = None
         groups: list[WorkerGroup] = []
         try:

@@ -219,7 +219,9 @@ class HeadLoop(Loop):
             self.version += 1
             self.committed += 1
             self._next_stage = max(self._next_stage, decision.stage + 1)
-            log.info("tautune head %s: decision v%d %s", self.store.job, self.version, decision)
+            log.info(
+                "tautune head %s: %s", self.store.job, decision.with_version(self.version).brief()
+            )
         self._pending = []
         self._last_checkpoint = time.monotonic()
         return True
@@ -265,10 +267,9 @@ class HeadLoop(Loop):
         self.stop()
         self.store.release(None)
         log.info(
-            "tautune head %s: detached; in force from step %s: %s",
+            "tautune head %s: detached; in force: %s",
             self.store.job,
-            hold.from_step if hold else "-",
-            hold,
+            hold.brief() if hold else "the last decision",
         )
         return hold
 

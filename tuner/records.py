@@ -247,6 +247,38 @@ class Decision:
         frac = min(max((step - self.from_step) / span, 0.0), 1.0)
         return self.lr + (self.lr_end - self.lr) * frac
 
+    def brief(self) -> str:
+        """One line for a log: version, stage, kind, steps, LR, what moves and the role,
+        e.g. ``v3 stage 2 explore steps 44-52 lr 0.01, restore 32 (probe, candidate 1)``."""
+        span = (
+            f"from step {self.from_step}"
+            if self.until_step is None
+            else f"steps {self.from_step}-{self.until_step}"
+        )
+        parts = [f"v{self.version} stage {self.stage} {self.kind.value} {span}"]
+        if self.lr is not None:
+            decay = "" if self.lr_end is None else f" -> {self.lr_end:.3g}"
+            parts.append(f" lr {self.lr:.3g}{decay}")
+        if self.mixture is not None:
+            parts.append(" mixture " + " ".join(f"{a}={w:.2f}" for a, w in self.mixture.items()))
+        moves = [
+            name for name, on in (("snapshot", self.snapshot), ("publish", self.publish)) if on
+        ]
+        if self.restore_from is not None:
+            moves.append(f"restore {self.restore_from}")
+        if self.restore_peer is not None:
+            moves.append(f"load trial {self.restore_peer}")
+        if moves:
+            parts.append(", " + ", ".join(moves))
+        seg = self.info.get("segment")
+        role = seg.get("role") if isinstance(seg, Mapping) else self.info.get("phase")
+        if role:
+            cand = seg.get("cand") if isinstance(seg, Mapping) else None
+            parts.append(f" ({role}" + (f", candidate {cand})" if cand is not None else ")"))
+        if self.info.get("final"):
+            parts.append(" [final]")
+        return "".join(parts)
+
     def with_version(self, version: int) -> Decision:
         """A copy carrying the version the store assigned."""
         return replace(self, version=version)

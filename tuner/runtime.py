@@ -32,8 +32,10 @@ def local_runtime(
     *,
     state_dir: str | None = None,
     start_ray: bool = True,
+    log_to_driver: bool = False,
 ) -> Iterator[Runtime]:
-    """Connect to (or start) Redis and Ray for the duration of the block."""
+    """Connect to (or start) Redis and Ray for the duration of the block; a Ray started here
+    prints its workers' output (``print``, warnings, tracebacks) only with ``log_to_driver``."""
     url = resolve_url(redis_url)
     embedded: EmbeddedRedis | None = None
     ray_started = False
@@ -50,7 +52,7 @@ def local_runtime(
                 ray.init(
                     address=ray_address,
                     include_dashboard=False,
-                    log_to_driver=False,
+                    log_to_driver=log_to_driver,
                     logging_level=logging.WARNING,
                 )
                 ray_started = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,6 +31,9 @@ class TautuneLR(LRScheduler):
     restores at a step has that done when ``step()`` moves to it, before the LR is set.
     Without one, such a decision raises :class:`~tuner.errors.ConfigError`: the job's LR
     controller explores from snapshots, and this worker cannot.
+
+    Given ``total_steps``, it warns once when the job's final decision (its decay) ends
+    elsewhere than this loop does: the spec's ``total_steps`` and the loop's disagree.
     """
 
     def __init__(
@@ -54,6 +58,8 @@ class TautuneLR(LRScheduler):
         elif isinstance(base, str):
             base = parse_schedule(base, peak_lr=first_lr, total_steps=total_steps)
         self.base = base
+        self.total_steps = total_steps
+        self._warned_end = False
         self._ratios = [
             float(g.get("initial_lr", g["lr"])) / first_lr for g in optimizer.param_groups
         ]
@@ -71,6 +77,8 @@ class TautuneLR(LRScheduler):
                     "controller that does not restore (lr.restore=false)"
                 )
             self.mover.apply(step, decision)
+        if decision is not None and not self._warned_end and decision.info.get("final"):
+            self._check_end(decision.until_step)
         lr = decision.lr_at(step) if decision is not None else None
         if lr is None:
             lr = self.base.lr(step)
@@ -79,6 +87,22 @@ class TautuneLR(LRScheduler):
             missed = None if self.mover is None else self.mover.missed
             self.agent._applied(step, lr, decision, rewindable=rewindable, missed=missed)
         return lr
+
+    def _check_end(self, until: int | None) -> None:
+        self._warned_end = True
+        if until is None or self.total_steps is None or until == self.total_steps:
+            return
+        what = (
+            f"the LR follows the base schedule from step {until} on"
+            if until < self.total_steps
+            else f"the run ends {until - self.total_steps} steps before the decay does"
+        )
+        warnings.warn(
+            f"tautune: the job's final LR decision ends at step {until}, but this scheduler "
+            f"was given total_steps={self.total_steps}: {what}. Give the job's LR spec the "
+            "total_steps this loop trains.",
+            stacklevel=2,
+        )
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         lr = self.lr_at(max(self.last_epoch, 0))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tuner.errors import InvalidMetricError
-from tuner.records import Report
+from tuner.records import Decision, DecisionKind, Report
 from workers.divergence import diverged_if_not_finite
 
 
@@ -52,3 +52,36 @@ def test_a_nan_tensor_is_a_divergence_where_the_rank_can_roll_back() -> None:
     assert kept == {"acc": 0.5, "diverged": 1.0}
     with pytest.raises(InvalidMetricError, match="is nan"):
         Report(rank=0, step=0, metrics={"loss": torch.tensor(float("nan"))})
+
+
+def test_a_decision_reads_as_one_line_in_the_head_log() -> None:
+    probe = Decision(
+        stage=2,
+        kind=DecisionKind.EXPLORE,
+        from_step=44,
+        until_step=52,
+        lr=0.01,
+        restore_from=32,
+        version=3,
+        info={"segment": {"role": "probe", "cand": 1, "scores": {"0": 0.7}}},
+    )
+    assert (
+        probe.brief() == "v3 stage 2 explore steps 44-52 lr 0.01, restore 32 (probe, candidate 1)"
+    )
+    final = Decision(
+        stage=6,
+        kind=DecisionKind.COMMIT,
+        from_step=68,
+        until_step=400,
+        lr=0.00762,
+        lr_end=0.0,
+        version=7,
+        mixture={"code": 0.25, "prose": 0.75},
+        info={"phase": "anneal", "final": True},
+    )
+    assert final.brief() == (
+        "v7 stage 6 commit steps 68-400 lr 0.00762 -> 0 mixture code=0.25 prose=0.75 "
+        "(anneal) [final]"
+    )
+    hold = Decision(stage=1, kind=DecisionKind.HOLD, from_step=10, snapshot=True, publish=True)
+    assert hold.brief() == "v0 stage 1 hold from step 10, snapshot, publish"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -240,3 +241,39 @@ def test_report_without_a_scheduler_adds_nothing(store: Store, make_agent: MakeA
     agent.report(0, loss=1.0)
     agent.flush()
     assert dict(job.all_reports()[0].metrics) == {"loss": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("until", "match"),
+    [
+        (30, "the LR follows the base schedule from step 30 on"),
+        (90, "the run ends 30 steps before the decay does"),
+        (60, None),
+        (None, None),
+    ],
+)
+def test_a_final_decision_that_ends_elsewhere_than_the_loop_warns_once(
+    store: Store, make_agent: MakeAgent, until: int | None, match: str | None
+) -> None:
+    job = store.job(f"end-{until}")
+    final = Decision(
+        stage=0,
+        kind=DecisionKind.COMMIT,
+        from_step=10,
+        until_step=until,
+        lr=0.1,
+        lr_end=0.0 if until else None,
+        info={"final": True},
+    )
+    _commit(job, final)
+    agent = make_agent(job, 0, lookahead=4)
+    opt = _optimizer(0.1, 0.05)
+    sched = agent.lr_scheduler(opt, "linear", total_steps=60)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run(opt, sched, 60)
+    said = [str(w.message) for w in caught if "total_steps" in str(w.message)]
+    if match is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and match in said[0] and "total_steps=60" in said[0], said
