@@ -15,6 +15,7 @@ from tuner.controllers.mixture import ALGORITHMS as MIXTURE_METHODS
 from tuner.controllers.mixture import DEFAULT_MIXTURE, build_mixture
 from tuner.controllers.stagewise import StagewiseConfig, StagewiseLR
 from tuner.errors import ConfigError
+from tuner.settings import typed_settings
 
 LR_METHODS = ("auto", "stagewise", "explore", "autolrs")
 DEFAULT_LR_METHOD = "auto"
@@ -161,6 +162,7 @@ def _build_config(method: str, settings: dict[str, Any]) -> Any:
     missing = [name for name in required if name not in settings]
     if missing:
         raise ConfigError(f"LR method {method!r} needs {', '.join(missing)}")
+    settings = typed_settings(config_cls, settings, f"LR method {method!r}")
     try:
         return config_cls(**settings)
     except TypeError as e:
@@ -192,6 +194,7 @@ def build_population_controller(spec: Mapping[str, Any], trials: int) -> Populat
         raise ConfigError(f"unknown setting(s) {unknown} for a population; known: {sorted(known)}")
     if "init_lr" not in settings:
         raise ConfigError("a population needs init_lr (the LR the search starts at)")
+    settings = typed_settings(PopulationConfig, settings, "population")
     return PopulationLR(PopulationConfig(**settings))
 
 

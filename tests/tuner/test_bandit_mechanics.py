@@ -174,7 +174,7 @@ def test_summary_and_state_are_json() -> None:
         ("ducb", {"discount": 0.0}, "discount=0.0"),
         ("ducb", {"bonus": -0.5}, "bonus=-0.5"),
         ("dts", {"prior_std": 0.0}, "prior_std=0.0"),
-        ("dts", {"noise_std": True}, "noise_std=True"),
+        ("dts", {"noise_std": True}, "noise_std must be a number, got True"),
         ("dts", {"draws": 0}, "draws=0"),
     ],
 )

@@ -1,4 +1,5 @@
-"""Specs from the command line and the Python API: tautune's mixture default in one place."""
+"""Specs from the command line and the Python API: tautune's mixture default in one place,
+and settings of the wrong type named as such."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import pytest
 from tuner.api import MixtureSpec
 from tuner.controllers.mixture import DEFAULT_MIXTURE, build_mixture
 from tuner.errors import ConfigError
-from tuner.specs import parse_mixture_spec
+from tuner.specs import (
+    build_controller,
+    build_population_controller,
+    parse_lr_spec,
+    parse_mixture_spec,
+)
 
 
 def test_a_mixture_spec_without_a_method_gets_the_default() -> None:
@@ -62,3 +68,36 @@ def test_checking_a_spec_loads_neither_torch_nor_botorch() -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("init_lr=abc", "LR method 'auto', as explore: init_lr must be a number, got 'abc'"),
+        ("method=stagewise,init_lr=1e-3,tau=50.5", "tau must be a whole number, got 50.5"),
+        (
+            "method=explore,init_lr=1e-3,total_steps=abc",
+            "total_steps must be a whole number (or left unset), got 'abc'",
+        ),
+        ("method=explore,init_lr=1e-3,shape=3", "shape must be a string, got 3"),
+        ("method=autolrs,lr_min=1e-4,lr_max=x", "lr_max must be a number, got 'x'"),
+        ('{"init_lr": true}', "init_lr must be a number, got True"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_named_with_its_value(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_lr_spec(text)
+    assert message in str(caught.value)
+
+
+def test_a_whole_float_counts_as_an_int_and_an_int_as_a_float() -> None:
+    # a command line writes total_steps=1e4; JSON may write init_lr as 1
+    spec = parse_lr_spec("method=explore,init_lr=1,total_steps=1e4")
+    controller = build_controller(spec)
+    config = controller.config  # type: ignore[attr-defined]
+    assert config.total_steps == 10_000 and type(config.total_steps) is int
+    assert type(config.init_lr) is float
+    with pytest.raises(ConfigError, match="mixture method 'exp3s': tau must be a whole number"):
+        parse_mixture_spec("arms=a/b,tau=x")
+    with pytest.raises(ConfigError, match="population: init_lr must be a number, got 'x'"):
+        build_population_controller({"init_lr": "x"}, 3)

@@ -29,6 +29,7 @@ from tuner.controllers.explore_config import ExploreConfig
 from tuner.controllers.stagewise import StagewiseConfig, StagewiseLR
 from tuner.errors import ConfigError
 from tuner.records import RESTORABLE_METRIC, Decision, Report
+from tuner.settings import typed_settings
 
 __all__ = ["AUTO_SETTINGS", "AutoLR", "method_of_state"]
 
@@ -142,7 +143,8 @@ def _config(method: str, settings: Mapping[str, Any]) -> Any:
     cls = _CONFIGS[method]
     known = {f.name for f in dataclasses.fields(cls)}
     try:
-        return cls(**{k: v for k, v in settings.items() if k in known})
+        own = {k: v for k, v in settings.items() if k in known}
+        return cls(**typed_settings(cls, own, ""))
     except (TypeError, ConfigError) as e:
         other = "stagewise" if method == "explore" else "explore"
         raise ConfigError(

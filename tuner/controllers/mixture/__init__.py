@@ -37,6 +37,7 @@ from tuner.controllers.mixture.sec import SEC, SECConfig
 from tuner.controllers.mixture.thompson import DiscountedTS, DiscountedTSConfig
 from tuner.controllers.mixture.ucb import DiscountedUCB, DiscountedUCBConfig
 from tuner.errors import ConfigError
+from tuner.settings import typed_settings
 
 ALGORITHMS: Mapping[str, type[BanditMixture]] = {
     cls.algorithm: cls for cls in (SEC, EXP3, EXP3S, ODM, DiscountedUCB, DiscountedTS)
@@ -73,6 +74,7 @@ def build_mixture(spec: Mapping[str, Any]) -> BanditMixture:
         )
     if "arms" not in settings:
         raise ConfigError(f"mixture method {method!r} needs arms (the names of the arms)")
+    settings = typed_settings(cls.config_type, settings, f"mixture method {method!r}")
     return cls(cls.config_type(**settings))
 
 
