@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -244,3 +245,41 @@ def test_dominated_needs_a_positive_gap_of_at_least_min_t() -> None:
     assert cut["t"] is not None and cut["t"] >= 3.0
     assert scoring.dominated(curve(0.05), cands, 1, 0, min_t=1e6) is None
     assert scoring.dominated(curve(-0.05), cands, 1, 0, min_t=0.0) is None  # ahead: kept
+
+
+def _scattered(lo: int, hi: int, level: float, seed: int) -> dict[int, float]:
+    """Batch losses around ``level`` with a heavy upper tail (one batch in six 5x higher),
+    as a small regression's squared error scatters."""
+    rng = random.Random(seed)
+    return {
+        s: level * (5.0 if rng.random() < 1 / 6 else rng.uniform(0.5, 1.5)) for s in range(lo, hi)
+    }
+
+
+def test_a_probe_end_that_batch_noise_explains_did_not_blow_up() -> None:
+    cands = [{"lr": 0.4, "probe": [100, 112]}]
+    before = _scattered(60, 100, 0.2, seed=1)
+    # the stage starts on a lucky batch (0.1); the probe's last third, 0.2 to 0.9, is
+    # "half again above" it, and no higher than the batches before the stage
+    probe = {100: 0.1, **_scattered(101, 108, 0.2, seed=2), 108: 0.2, 109: 0.9, 110: 0.25, 111: 0.2}
+    curve = _curve({**before, **probe})
+    assert curve.tail_mean(100, 112, 1 / 3) > 0.1 * (1 + scoring.BLOW_UP)  # the old test fired
+    assert not scoring.beyond_noise(curve, 100, 100, 112)
+    assert not scoring.blew_up(curve, cands, 0)
+    # a real blow-up leaves the loss before the stage behind, however it scatters
+    blown = _curve({**before, **probe, **_flat(108, 112, 2.0)})
+    assert scoring.beyond_noise(blown, 100, 100, 112)
+    assert scoring.blew_up(blown, cands, 0)
+
+
+def test_the_loss_before_the_stage_is_the_stage_starts_not_a_later_candidates() -> None:
+    # candidate 1 probes after candidate 0's steps: its reference is the scattered loss
+    # before the stage (1.0 and 3.0 in turn), not candidate 0's quiet cool-down (1.0)
+    # just before its own probe, against which its end (2.2) would stand far out
+    cands = [{"lr": 0.1, "probe": [20, 29], "tail": [29, 34]}, {"lr": 0.4, "probe": [34, 43]}]
+    values = {s: 1.0 if s % 2 else 3.0 for s in range(20)}
+    values |= {20: 1.0, **_flat(21, 29, 1.8), **_flat(29, 34, 1.0), **_flat(34, 43, 2.2)}
+    curve = _curve(values)
+    assert scoring.start_loss(curve, cands) == 1.0  # 2.2 is "half again above" it
+    assert scoring.beyond_noise(curve, 34, 34, 43)  # against the cool-down before it
+    assert not scoring.blew_up(curve, cands, 1)

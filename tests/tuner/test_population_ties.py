@@ -80,3 +80,31 @@ def test_a_candidate_that_blew_up_is_never_a_tie_partner() -> None:
     curves[1].add([Report(rank=0, step=12, metrics={"diverged": 1.0})])
     chosen = _pick(curves)
     assert chosen["best"] == chosen["win"] == 2 and chosen["tie"] is None
+
+
+def test_batch_noise_above_a_lucky_start_is_no_blow_up_and_the_stage_still_picks() -> None:
+    # Batch losses scatter widely before the stage (0.1 to 0.95) and the stage starts on
+    # a lucky batch (0.12): every trial's probe ends "half again above" it, as the noise
+    # puts it, and before, every candidate counted as blown up and the stage picked none.
+    rng = random.Random(3)
+    before = [rng.choice([0.1, 0.15, 0.2, 0.25, 0.95]) for _ in range(40)]
+    rounds = [{"from": 40, "tail": 52, "until": 58, "cands": LRS}]
+    probe = [0.12, 0.08, 0.3, 0.06, 0.08, 0.13, 0.78, 0.35, 0.46, 0.09, 0.56, 0.17]
+    curves = []
+    for end in (0.16, 0.15, 0.17):
+        values = before + probe + [end] * 6
+        curve = StepCurve()
+        curve.add([Report(rank=0, step=s, metrics={"loss": v}) for s, v in enumerate(values)])
+        curves.append(curve)
+    scored = score_rounds(curves, rounds, [False] * 3)
+    assert scored[2] == set()  # nothing blew up
+    chosen = pick(curves, rounds, scored, _config())
+    assert chosen is not None and chosen["best"] == 1
+    # the same probe ends far above everything before the stage: all three blew up
+    blown = []
+    for _ in range(3):
+        curve = StepCurve()
+        values = before + probe[:8] + [3.0] * 4 + [0.2] * 6
+        curve.add([Report(rank=0, step=s, metrics={"loss": v}) for s, v in enumerate(values)])
+        blown.append(curve)
+    assert score_rounds(blown, rounds, [False] * 3)[2] == {0, 1, 2}

@@ -16,7 +16,10 @@ Candidate = dict[str, Any]
 
 BLOW_UP = 0.5
 """A probe whose last third averages this fraction of ``|start|`` above the stage's start
-loss has blown up."""
+loss has blown up (if batch noise cannot explain it: :func:`beyond_noise`)."""
+NOISE_Z = 3.0
+"""Standard errors by which a probe's end must exceed the loss before the stage to count
+as a blow-up."""
 
 
 def start_loss(curve: StepCurve, cands: Sequence[Candidate]) -> float | None:
@@ -34,7 +37,8 @@ def start_loss(curve: StepCurve, cands: Sequence[Candidate]) -> float | None:
 
 def blew_up(curve: StepCurve, cands: Sequence[Candidate], j: int) -> bool:
     """Whether candidate ``j`` diverged (a worker said so, in its probe or tail) or its
-    probe ended half again above the stage's start loss.
+    probe ended half again above the stage's start loss, by more than batch noise explains
+    (:func:`beyond_noise`).
 
     Only a blow-up counts: a probe that merely ends above the start (a single batch's loss)
     may be noise or a transient bump that the cool-down recovers.
@@ -48,7 +52,36 @@ def blew_up(curve: StepCurve, cands: Sequence[Candidate], j: int) -> bool:
         return True
     start = start_loss(curve, cands)
     score = curve.tail_mean(probe[0], probe[1], 1 / 3)
-    return start is not None and score is not None and score > start + BLOW_UP * abs(start)
+    if start is None or score is None or score <= start + BLOW_UP * abs(start):
+        return False
+    first = next(c["probe"][0] for c in cands if c.get("probe") is not None)
+    return beyond_noise(curve, first, probe[0], probe[1])
+
+
+def beyond_noise(curve: StepCurve, stage: int, lo: int, hi: int) -> bool:
+    """Whether the last third of the values in ``[lo, hi)`` average above the ones reported
+    just before the stage's first step ``stage`` (as many as the probe holds, at least 4)
+    by more than :data:`NOISE_Z` standard errors of the difference, with the spread of
+    those before the stage; true when fewer than two were reported before it.
+
+    The stage's start loss is one batch's: where batch losses scatter widely (a small
+    regression's squared error ranged 0.08 to 0.98 from batch to batch at one point of
+    training), a probe's last four steps averaged half again above it on every candidate
+    of a population's stage, none of which had blown up, and the stage fell back to
+    ``init_lr``. A real blow-up leaves the loss before the stage far behind.
+    """
+    _, values = curve.window(lo, hi)
+    if not values:
+        return False
+    end = values[-max(2, math.ceil(len(values) / 3)) :]
+    _, before = curve.window(stage - 4 * max(hi - lo, 1), stage)
+    before = before[-max(4, len(values)) :]
+    if len(before) < 2:
+        return True
+    mean = sum(before) / len(before)
+    var = sum((v - mean) ** 2 for v in before) / (len(before) - 1)
+    se = math.sqrt(var * (1 / len(end) + 1 / len(before)))
+    return sum(end) / len(end) > mean + NOISE_Z * se
 
 
 def measured(curve: StepCurve, cands: Sequence[Candidate], j: int) -> bool:

@@ -46,7 +46,9 @@ decays over the last ``anneal_fraction``. Each stage:
    2.147 for the ties as they are).
 
 Early stop: a candidate that diverged (a worker reported ``diverged``, or the end of its
-probe is half again above the stage's starting loss) gets no tail and is scored worst; a
+probe is half again above the stage's starting loss, and above the losses reported before
+the stage by more than their batch-to-batch scatter explains: 3 standard errors) gets no
+tail and is scored worst; a
 dominated one gets no tail and scores its reference's score plus the raw gap that cut it
 (a lower bound on its cooled score). A probe that only ends a little above the start is
 not cut: the start is one batch's loss, and a language model's loss bumps for a few steps

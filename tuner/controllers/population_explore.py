@@ -15,8 +15,8 @@ from one snapshot, this controller gives each trial one candidate for the same s
    ``init_lr`` (:func:`first_round`: ×{¼, 1, 4} for three trials, ×{1/16 … 16} for five).
 3. **Score** each candidate as ``explore`` does: the mean of the last quarter of its
    cool-down; a candidate that diverged, blew up (its probe ended half again above the
-   stage's start loss) or stalled (cooled down no lower than the start while another got
-   below it) counts as unboundedly bad.
+   stage's start loss, beyond the batch noise before the stage) or stalled (cooled down
+   no lower than the start while another got below it) counts as unboundedly bad.
 4. **Bracket.** When the best is the smallest or largest LR tried, every trial restores the
    stage's snapshot and another round probes P candidates beyond it (twice at most),
    unless it ties with its nearest neighbour (below).

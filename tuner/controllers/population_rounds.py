@@ -46,8 +46,10 @@ def score_rounds(
     trial ``k % P`` of round ``k // P``), the scores of those that cooled down (the mean of
     the last quarter of the cool-down, as ``explore`` scores), and the ones that count as
     unboundedly bad: diverged, blown up (the probe's last third half again above the
-    stage's start loss) or stalled (cooled down no lower than the start while another got
-    below it). Those score a little worse than the worst. A lost trial's are not scored."""
+    stage's start loss, beyond the batch noise before the stage:
+    :func:`~tuner.controllers.candidate_scores.beyond_noise`) or stalled (cooled down no
+    lower than the start while another got below it). Those score a little worse than the
+    worst. A lost trial's are not scored."""
     lrs: list[float] = []
     ends: dict[int, float] = {}
     bad: set[int] = set()
@@ -69,7 +71,12 @@ def score_rounds(
                 continue
             end = curve.tail_mean(rnd["tail"], rnd["until"], 1 / 4)
             raw = curve.tail_mean(rnd["from"], rnd["tail"], 1 / 3)
-            if start is not None and raw is not None and raw > start + scoring.BLOW_UP * abs(start):
+            if (
+                start is not None
+                and raw is not None
+                and raw > start + scoring.BLOW_UP * abs(start)
+                and scoring.beyond_noise(curve, rounds[0]["from"], rnd["from"], rnd["tail"])
+            ):
                 bad.add(k)
             if end is not None and math.isfinite(end):
                 ends[k] = end
