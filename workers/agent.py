@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +120,8 @@ class Agent:
         # scheduler before the step is reported).
         self._applied_at: dict[int, tuple[dict[str, float], bool]] = {}
         self._exploring = False
+        self._last_applied = -1  # the last step a scheduler applied; -1: no scheduler
+        self._warned_ahead = False
         self._closed = False
 
     @classmethod
@@ -191,6 +194,8 @@ class Agent:
                 f"rank {self.rank}: reported step {step} after step {self._last_step}; steps "
                 "must increase. Nothing was recorded."
             )
+        if 0 <= self._last_applied < step and not self._warned_ahead:
+            self._ahead_of_scheduler(step)
         applied, exploring = self._applied_at.get(step, (self._extra, self._exploring))
         if applied.get(RESTORABLE_METRIC) and exploring:
             metrics = diverged_if_not_finite(metrics)
@@ -346,8 +351,22 @@ class Agent:
             rewindable and decision is not None and decision.kind == DecisionKind.EXPLORE
         )
         self._applied_at[step] = (extra, self._exploring)
+        self._last_applied = max(self._last_applied, step)
         while len(self._applied_at) > 8:
             del self._applied_at[next(iter(self._applied_at))]
+
+    def _ahead_of_scheduler(self, step: int) -> None:
+        """Warn, once, of a report for a step the scheduler has not applied yet."""
+        self._warned_ahead = True
+        warnings.warn(
+            f"tautune: rank {self.rank} reported step {step}, but its LR scheduler is at "
+            f"step {self._last_applied}: report the optimizer step counted from 0 (the "
+            "scheduler's last_epoch) and call scheduler.step() once per optimizer step. "
+            "Decisions and reports are keyed by that step; a report labelled ahead of it is "
+            "scored against the wrong LR, and a scheduler stepped once per epoch applies "
+            "each decision that many times too late.",
+            stacklevel=3,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -244,6 +244,43 @@ def test_report_without_a_scheduler_adds_nothing(store: Store, make_agent: MakeA
 
 
 @pytest.mark.parametrize(
+    ("loop", "said"),
+    [
+        ("report, then step", None),
+        ("step, then report", None),
+        ("steps from 1", "reported step 1, but its LR scheduler is at step 0"),
+        ("scheduler per epoch", "reported step 1, but its LR scheduler is at step 0"),
+    ],
+)
+def test_a_report_ahead_of_the_scheduler_warns_once(
+    store: Store, make_agent: MakeAgent, loop: str, said: str | None
+) -> None:
+    agent = make_agent(store.job(loop.replace(" ", "-").replace(",", "")))
+    opt = _optimizer(0.1)
+    sched = agent.lr_scheduler(opt, "linear", total_steps=40)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(40):
+            opt.step()
+            if loop == "report, then step":
+                agent.report(step, loss=1.0)
+                sched.step()
+            elif loop == "step, then report":
+                sched.step()
+                agent.report(step, loss=1.0)
+            elif loop == "steps from 1":
+                agent.report(step + 1, loss=1.0)
+                sched.step()
+            else:  # epochs of 4 steps
+                agent.report(step, loss=1.0)
+                if step % 4 == 3:
+                    sched.step()
+    told = [str(w.message) for w in caught if "reported step" in str(w.message)]
+    assert told == ([] if said is None else [told[0]])
+    assert said is None or said in told[0]
+
+
+@pytest.mark.parametrize(
     ("until", "match"),
     [
         (30, "the LR follows the base schedule from step 30 on"),
