@@ -283,3 +283,20 @@ def test_the_loss_before_the_stage_is_the_stage_starts_not_a_later_candidates() 
     assert scoring.start_loss(curve, cands) == 1.0  # 2.2 is "half again above" it
     assert scoring.beyond_noise(curve, 34, 34, 43)  # against the cool-down before it
     assert not scoring.blew_up(curve, cands, 1)
+
+
+def test_candidates_that_began_at_another_loss_than_the_stage_are_unpaired() -> None:
+    cands = [
+        {"lr": 0.4, "probe": [10, 19], "tail": [19, 24]},
+        {"lr": 0.1, "probe": [24, 33], "tail": [33, 38]},
+        {"lr": 0.025, "probe": [38, 47]},
+        {"lr": 1.6, "status": "skipped"},
+    ]
+    same = {10: 2.0, 24: 2.0 * (1 + 1e-7), 38: 2.0}  # ranks summed in another order
+    values = {s: 1.5 for s in range(10, 47)} | same
+    assert scoring.unpaired(_curve(values), cands) == {}
+    assert scoring.unpaired(_curve(values | {38: 1.7}), cands) == {"2": 1.7}
+    # workers that report every 2 steps, from an odd one: compared at the offset the start
+    # was reported at
+    sparse = {s: 1.5 for s in range(11, 47, 2)} | {11: 2.0, 25: 2.0, 39: 2.3}
+    assert scoring.unpaired(_curve(sparse), cands) == {"2": 2.3}

@@ -158,6 +158,41 @@ def test_reports_without_the_controllers_metric_are_a_warning_in_status(
     assert job_status(job)["warning"] is None
 
 
+def test_a_controllers_advice_is_logged_once_and_shown_in_status(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tuner.commands.status import job_status
+    from tuner.controllers.stagewise import StagewiseConfig, StagewiseLR
+    from tuner.head import HeadLoop
+    from tuner.records import Decision, Report
+
+    class Advising(StagewiseLR):
+        accepted = 0
+
+        def accept(self, decision: Decision) -> None:
+            super().accept(decision)
+            self.accepted += 1
+
+        def advice(self) -> str | None:
+            return "stage 0: fix the loop" if self.accepted else None
+
+    job = store.job("advice")
+    loop = HeadLoop(job, Advising(StagewiseConfig(init_lr=0.05, tau=20, total_steps=400)))
+    loop.resync()
+    assert loop.warning is None
+    job.append_reports([Report(rank=0, step=s, metrics={"loss": 1.0}) for s in range(30)])
+    with caplog.at_level("WARNING", logger="tuner.head"):
+        loop.step()  # the first decision: advice from then on
+        job.append_reports([Report(rank=0, step=s, metrics={"loss": 1.0}) for s in range(30, 90)])
+        for _ in range(3):
+            loop.step()
+    assert loop.warning == "stage 0: fix the loop"
+    assert job_status(job)["warning"] == "stage 0: fix the loop"
+    assert [r.getMessage() for r in caplog.records].count(
+        "tautune head advice: stage 0: fix the loop"
+    ) == 1
+
+
 def test_the_plan_waits_for_every_live_rank_and_for_reports_the_head_has_read(
     store: Store,
 ) -> None:

@@ -77,6 +77,9 @@ class AutoLR(LRController):
     def metrics(self) -> tuple[str, ...]:
         return (self.configs["stagewise"].metric,)  # one spec: both methods share it
 
+    def advice(self) -> str | None:
+        return self.chosen.advice() if self.chosen is not None else None
+
     def detach_decision(self, plan: Plan) -> Decision | None:
         chosen = self.chosen
         return None if chosen is None else chosen.detach_decision(plan)

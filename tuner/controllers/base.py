@@ -94,6 +94,11 @@ class Controller(ABC):
         """Metrics this controller learns from; the head warns when reports carry none."""
         return ()
 
+    def advice(self) -> str | None:
+        """Something wrong in how the workers train that the user should fix (the head logs
+        it once and ``tautune status`` shows it), or ``None``."""
+        return None
+
     def detach_decision(self, plan: Plan) -> Decision | None:
         """The decision to leave in force when the head detaches now, or ``None`` for the
         default: hold the last decision's final LR.

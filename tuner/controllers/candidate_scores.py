@@ -35,6 +35,36 @@ def start_loss(curve: StepCurve, cands: Sequence[Candidate]) -> float | None:
     return None
 
 
+PAIRED_RTOL = 1e-4
+"""Relative difference beyond which a candidate's first loss is not the stage's start loss
+(the same weights on the same batch give the same loss; summing ranks in another order, or
+a nondeterministic kernel, moves only the last digits)."""
+
+
+def unpaired(curve: StepCurve, cands: Sequence[Candidate]) -> dict[str, float]:
+    """``{candidate: its first loss}`` for the candidates after the first whose first
+    reported loss (at the offset the start loss was reported at) is not the stage's start
+    loss. Every candidate starts from the stage's snapshot on the same batch, so these
+    losses are equal unless the batches are not restored with the model, or the reported
+    metric carries state of its own across steps (a running average)."""
+    probed = [(j, c["probe"][0]) for j, c in enumerate(cands) if c.get("probe") is not None]
+    if len(probed) < 2:
+        return {}
+    first = probed[0][1]
+    steps, values = curve.window(
+        first, first + max(2, (cands[probed[0][0]]["probe"][1] - first) // 4)
+    )
+    if not values:
+        return {}
+    offset, start = steps[0] - first, values[0]
+    out: dict[str, float] = {}
+    for j, lo in probed[1:]:
+        _, own = curve.window(lo + offset, lo + offset + 1)
+        if own and abs(own[0] - start) > PAIRED_RTOL * max(abs(start), 1e-12):
+            out[str(j)] = own[0]
+    return out
+
+
 def blew_up(curve: StepCurve, cands: Sequence[Candidate], j: int) -> bool:
     """Whether candidate ``j`` diverged (a worker said so, in its probe or tail) or its
     probe ended half again above the stage's start loss, by more than batch noise explains

@@ -247,6 +247,24 @@ class ExploreLR(StagedLRController):
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"ExploreLR state is malformed: {e!r}") from None
 
+    def advice(self) -> str | None:
+        """What the last stage whose candidates did not start alike (their first losses
+        differ from the stage's start loss) says about the workers."""
+        stage = next((s for s in reversed(self.stages) if s.get("unpaired")), None)
+        if stage is None:
+            return None
+        firsts = ", ".join(
+            f"{stage['candidates'][int(j)]:.3g}: {v:.6g}" for j, v in stage["unpaired"].items()
+        )
+        return (
+            f"stage {stage['stage']}: candidates restored to the stage's snapshot began at "
+            f"another loss than the stage's start ({stage['start_loss']:.6g}; by candidate "
+            f"LR {firsts}), so they were compared on different batches. Hand the scheduler "
+            "what the batches come from (agent.lr_scheduler(..., sampler=...) or the "
+            "generator they are drawn with in extra_state=), and report each step's own loss, "
+            "not a running average"
+        )
+
     def summary(self) -> dict[str, Any]:
         return {
             "stage": self.stage,

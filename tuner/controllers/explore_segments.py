@@ -230,6 +230,7 @@ def finish_stage(ctl: ExploreLR, seg: dict[str, Any]) -> None:
         for cand in ctl.cands:
             if "score" in cand:
                 ctl.gp.observe(cand["lr"], (cand["score"] - mid) / spread, progress=p)
+    unpaired = {} if seg.get("abandoned") else scoring.unpaired(ctl.curve, ctl.cands)
     ctl.stages.append(
         {
             "stage": ctl.stage,
@@ -243,6 +244,11 @@ def finish_stage(ctl: ExploreLR, seg: dict[str, Any]) -> None:
             "pruned": [j for j, c in enumerate(ctl.cands) if c.get("pruned")],
             "skipped": [j for j, c in enumerate(ctl.cands) if c["status"] == "skipped"],
             **({"abandoned": seg["abandoned"]} if seg.get("abandoned") else {}),
+            **(
+                {"unpaired": unpaired, "start_loss": scoring.start_loss(ctl.curve, ctl.cands)}
+                if unpaired
+                else {}
+            ),
         }
     )
     ctl.stages = ctl.stages[-64:]
