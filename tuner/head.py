@@ -103,8 +103,6 @@ class HeadLoop(Loop):
         self._next_control = 0.0
         self._next_stage = 0
         self.detached = False
-        self.warning: str | None = None
-        self._advice: str | None = None
         self._seen_metrics: set[str] = set()
         self._reports_taken = 0
         self._taken: dict[int, int] = {}  # rank -> last step of the reports read
@@ -163,16 +161,6 @@ class HeadLoop(Loop):
         )
         log.warning("tautune head %s: %s", self.store.job, self.warning)
         self.store.set_meta(warning=self.warning)
-
-    def _check_advice(self) -> None:
-        """Log the controller's advice (:meth:`Controller.advice`) once, and put it in the
-        job's metadata for ``tautune status``."""
-        advice = self.controller.advice()
-        if advice is None or advice == self._advice:
-            return
-        self._advice = self.warning = advice
-        log.warning("tautune head %s: %s", self.store.job, advice)
-        self.store.set_meta(warning=advice)
 
     def step(self) -> None:
         """One round: heartbeat, read new reports, commit a decision or a checkpoint."""
@@ -233,7 +221,7 @@ class HeadLoop(Loop):
             log.info(
                 "tautune head %s: %s", self.store.job, decision.with_version(self.version).brief()
             )
-            self._check_advice()
+            self.advise(self.controller.advice())
         self._pending = []
         self._last_checkpoint = time.monotonic()
         return True

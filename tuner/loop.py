@@ -27,6 +27,9 @@ class Loop(ABC):
         self.store = store
         self.lease_ttl_s = lease_ttl_s
         self.error: str | None = None
+        self.warning: str | None = None
+        """What ``tautune status`` shows the user: advice, or reports that miss a metric."""
+        self._advice: str | None = None
         self._stop = threading.Event()
         self._next_beat = 0.0
 
@@ -39,6 +42,15 @@ class Loop(ABC):
         self.store.heartbeat(None, ttl_s=self.lease_ttl_s, info=info)
         self._next_beat = now + self.lease_ttl_s / 4
         return True
+
+    def advise(self, advice: str | None) -> None:
+        """Log the controller's advice (:meth:`~tuner.controllers.base.Controller.advice`)
+        once, and put it in the job's metadata for ``tautune status``."""
+        if advice is None or advice == self._advice:
+            return
+        self._advice = self.warning = advice
+        log.warning("tautune head %s: %s", self.store.job, advice)
+        self.store.set_meta(warning=advice)
 
     @abstractmethod
     def resync(self) -> None: ...

@@ -177,6 +177,7 @@ class PopulationLoop(Loop):
             self.versions[i] += 1
             self.committed += 1
             self.next_stage[i] = max(self.next_stage[i], decision.stage + 1)
+            self.advise(self.controller.advice())
         self.pending = [[] for _ in self.trials]
         self._last_checkpoint = time.monotonic()
         return True

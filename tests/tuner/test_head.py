@@ -181,7 +181,7 @@ def test_a_controllers_advice_is_logged_once_and_shown_in_status(
     loop.resync()
     assert loop.warning is None
     job.append_reports([Report(rank=0, step=s, metrics={"loss": 1.0}) for s in range(30)])
-    with caplog.at_level("WARNING", logger="tuner.head"):
+    with caplog.at_level("WARNING", logger="tuner.loop"):
         loop.step()  # the first decision: advice from then on
         job.append_reports([Report(rank=0, step=s, metrics={"loss": 1.0}) for s in range(30, 90)])
         for _ in range(3):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,6 +140,7 @@ def test_trials_start_from_one_state_and_all_go_on_from_the_winners() -> None:
     finals = {run.evaluate() for run in runs}
     assert len(finals) == 1 and result.final_loss in finals
     assert rec.inner.done and rec.inner.summary()["winner"] == [r, win]
+    assert rec.inner.advice() is None  # every trial began the stage at trial 0's loss
     # one trial's timeline threw away the cool-downs (and whole rounds when bracketing)
     probe = first.until_step - start
     tail = d0[1].until_step - d0[1].from_step
@@ -339,3 +341,37 @@ def test_a_restart_before_the_stage_does_not_count_against_it() -> None:
         assert d is not None and d.info["segment"]["role"] == "probe"
         fresh.accept(t, d.with_version(1))
     assert fresh.summary()["unscored"] == []  # the count at the stage's start is the baseline
+
+
+class _BatchesNotShared:
+    """A trial whose batch noise comes from an RNG its state leaves out: trials that load
+    trial 0's state still train on batches of their own."""
+
+    def __init__(self, inner: Any, seed: int) -> None:
+        self.inner, self.rng = inner, random.Random(seed)
+
+    def step(self, lr: float) -> float:
+        return float(self.inner.step(lr)) * (1 + 0.05 * self.rng.gauss(0, 1))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_trials_that_began_the_stage_at_other_losses_get_advice() -> None:
+    init = _config().init_lr
+    ctl = PopulationExplore(_config(), 3)
+    runs = [_BatchesNotShared(make_trainable("nqm", s), seed=s) for s in (0, 1, 2)]
+    run_population(
+        "pop",
+        runs,
+        ctl,
+        schedule_fn("constant", init, TOTAL, 0),
+        total_steps=TOTAL,
+        eval_every=50,
+        seed=0,
+    )
+    assert ctl.done and ctl.result is not None
+    assert {"1", "2"} <= set(ctl.result["unpaired"])
+    advice = ctl.advice()
+    assert advice is not None and advice.startswith("candidates did not begin at the loss trial 0")
+    assert "extra_state=" in advice

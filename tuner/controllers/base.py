@@ -159,6 +159,10 @@ class PopulationController(ABC):
     def done(self) -> bool:
         return False
 
+    def advice(self) -> str | None:
+        """As :meth:`Controller.advice`."""
+        return None
+
     def detach_decision(self, trial: int, plan: Plan) -> Decision | None:
         """What to leave in force for ``trial`` when the head detaches now, or ``None``
         for the default (hold the last decision's final LR); see

@@ -64,6 +64,7 @@ from tuner.controllers.population_rounds import (
     phase_decision,
     pick,
     score_rounds,
+    unpaired_trials,
 )
 from tuner.controllers.restarts import RestartWatch
 from tuner.errors import ConfigError
@@ -160,6 +161,9 @@ class PopulationExplore(PopulationController):
                 self.result = {
                     k: seg.get(k) for k in ("lr", "lr_end", "winner", "scores", "tie", "tie_t")
                 }
+                unpaired = unpaired_trials(self.curves, self.rounds, self._unscored())
+                if unpaired:
+                    self.result["unpaired"] = unpaired
                 self.finished = True
                 for curve in self.curves:
                     curve.prune(seg["from"])
@@ -258,6 +262,22 @@ class PopulationExplore(PopulationController):
             "unscored": [j for j, out in enumerate(self._unscored()) if out],
             "probe_steps": self.config.lengths(self._every())[0],
         }
+
+    def advice(self) -> str | None:
+        """What the stage says about the trials when candidates did not begin at trial 0's
+        loss at the stage's start (:func:`unpaired_trials`)."""
+        unpaired = None if self.result is None else self.result.get("unpaired")
+        if not unpaired:
+            return None
+        lrs = [float(x) for rnd in self.rounds for x in rnd["cands"]]
+        firsts = ", ".join(f"{lrs[int(k)]:.3g}: {v:.6g}" for k, v in unpaired.items())
+        return (
+            "candidates did not begin at the loss trial 0 began the stage with (by candidate "
+            f"LR {firsts}), so they were compared on different batches. Hand the "
+            "scheduler what the batches come from (agent.lr_scheduler(..., sampler=...) or "
+            "the generator they are drawn with in extra_state=): the trials take it with the "
+            "model from trial 0; and report each step's own loss, not a running average"
+        )
 
     @property
     def done(self) -> bool:

@@ -90,6 +90,34 @@ def score_rounds(
     return lrs, scores, bad
 
 
+def unpaired_trials(
+    curves: Sequence[StepCurve], rounds: Sequence[dict[str, Any]], lost: Sequence[bool]
+) -> dict[str, float]:
+    """``{candidate: its first loss}`` for the candidates (``k = round * P + trial``) whose
+    first loss is not trial 0's first loss of the stage: every trial starts each round from
+    one state on the same batches (trial 0's, loaded at the stage's start), so these are
+    equal unless the batches are not part of the state the trials exchange, or the reported
+    metric carries state of its own (a running average). Lost trials are left out."""
+    if not rounds:
+        return {}
+    r0 = rounds[0]
+    steps, values = curves[0].window(
+        r0["from"], r0["from"] + max(2, (r0["tail"] - r0["from"]) // 4)
+    )
+    if not values:
+        return {}
+    offset, start = steps[0] - r0["from"], values[0]
+    out: dict[str, float] = {}
+    for n, rnd in enumerate(rounds):
+        for j in range(len(rnd["cands"])):
+            if lost[j] or (n == 0 and j == 0):
+                continue
+            _, own = curves[j].window(rnd["from"] + offset, rnd["from"] + offset + 1)
+            if own and abs(own[0] - start) > scoring.PAIRED_RTOL * max(abs(start), 1e-12):
+                out[str(n * len(rnd["cands"]) + j)] = own[0]
+    return out
+
+
 def pick(
     curves: Sequence[StepCurve],
     rounds: Sequence[dict[str, Any]],
