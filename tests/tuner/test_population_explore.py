@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -70,8 +70,14 @@ class Recorder(PopulationController):
         return self.inner.summary()
 
 
-def _run(ctl: PopulationController, trials: int, seeds: Sequence[int], init_lr: float) -> Any:
-    runs = [make_trainable("nqm", s) for s in seeds]
+def _run(
+    ctl: PopulationController,
+    trials: int,
+    seeds: Sequence[int],
+    init_lr: float,
+    wrap: Callable[[Any, int], Any] = lambda run, seed: run,
+) -> Any:
+    runs = [wrap(make_trainable("nqm", s), s) for s in seeds]
     result = run_population(
         "pop",
         runs,
@@ -358,18 +364,8 @@ class _BatchesNotShared:
 
 
 def test_trials_that_began_the_stage_at_other_losses_get_advice() -> None:
-    init = _config().init_lr
     ctl = PopulationExplore(_config(), 3)
-    runs = [_BatchesNotShared(make_trainable("nqm", s), seed=s) for s in (0, 1, 2)]
-    run_population(
-        "pop",
-        runs,
-        ctl,
-        schedule_fn("constant", init, TOTAL, 0),
-        total_steps=TOTAL,
-        eval_every=50,
-        seed=0,
-    )
+    _run(ctl, 3, seeds=(0, 1, 2), init_lr=_config().init_lr, wrap=_BatchesNotShared)
     assert ctl.done and ctl.result is not None
     assert {"1", "2"} <= set(ctl.result["unpaired"])
     advice = ctl.advice()
