@@ -50,6 +50,7 @@ def test_candidates_on_other_batches_are_named_with_what_to_do() -> None:
     advice = ctl.advice()
     assert advice is not None and advice.startswith("stage 0: candidates restored")
     assert "sampler=" in advice and "extra_state=" in advice and "running average" in advice
+    assert "RestorableSampler" in advice
     again = ExploreLR(ctl.config)
     again.load_state_dict(ctl.state_dict())  # a restarted head says it again
     assert again.advice() == advice

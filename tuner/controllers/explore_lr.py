@@ -260,9 +260,10 @@ class ExploreLR(StagedLRController):
             f"stage {stage['stage']}: candidates restored to the stage's snapshot began at "
             f"another loss than the stage's start ({stage['start_loss']:.6g}; by candidate "
             f"LR {firsts}), so they were compared on different batches. Hand the scheduler "
-            "what the batches come from (agent.lr_scheduler(..., sampler=...) or the "
-            "generator they are drawn with in extra_state=), and report each step's own loss, "
-            "not a running average"
+            "what the batches come from (agent.lr_scheduler(..., sampler=...): for a "
+            "DataLoader, workers.restorable_sampler.RestorableSampler; or the generator they "
+            "are drawn with in extra_state=), and report each step's own loss, not a running "
+            "average"
         )
 
     def summary(self) -> dict[str, Any]:

@@ -274,9 +274,10 @@ class PopulationExplore(PopulationController):
         return (
             "candidates did not begin at the loss trial 0 began the stage with (by candidate "
             f"LR {firsts}), so they were compared on different batches. Hand the "
-            "scheduler what the batches come from (agent.lr_scheduler(..., sampler=...) or "
-            "the generator they are drawn with in extra_state=): the trials take it with the "
-            "model from trial 0; and report each step's own loss, not a running average"
+            "scheduler what the batches come from (agent.lr_scheduler(..., sampler=...): for a "
+            "DataLoader, workers.restorable_sampler.RestorableSampler; or the generator they "
+            "are drawn with in extra_state=): the trials take it with the model from trial 0; "
+            "and report each step's own loss, not a running average"
         )
 
     @property
