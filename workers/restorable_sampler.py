@@ -96,15 +96,19 @@ class RestorableSampler(Sampler[int]):
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go to ``state``'s epoch and position, with its seed: a population's trial that
+        loads trial 0's state goes on with trial 0's order, whatever its own seed was."""
         try:
             epoch, position, seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"RestorableSampler state is malformed: {e!r}") from None
-        if seed != self.seed or not 0 <= position <= self.per_rank or epoch < 0:
+        if not 0 <= position <= self.per_rank or epoch < 0:
             raise ConfigError(
-                f"RestorableSampler state {state} does not fit this sampler (seed {self.seed}, "
-                f"{self.per_rank} indices an epoch)"
+                f"RestorableSampler state {state} does not fit this sampler ({self.per_rank} "
+                "indices an epoch)"
             )
+        if seed != self.seed:
+            self.seed, self._order = seed, None
         self.epoch, self.position = epoch, position
 
     def _indices(self, epoch: int) -> list[int]:

@@ -69,13 +69,20 @@ def test_set_epoch_starts_a_new_epoch_only() -> None:
     [
         {},
         {"epoch": 0, "position": 99, "seed": 0},
-        {"epoch": 0, "position": 0, "seed": 5},
         {"epoch": "x", "position": 0, "seed": 0},
     ],
 )
 def test_a_state_that_does_not_fit_is_refused(state: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="RestorableSampler state"):
         RestorableSampler(8, seed=0).load_state_dict(state)
+
+
+def test_a_state_from_another_seed_brings_its_order_along() -> None:
+    # a population's trial loads trial 0's state: it goes on with trial 0's batches
+    trial0, trial1 = RestorableSampler(30, seed=0), RestorableSampler(30, seed=1)
+    next(iter(trial0))
+    trial1.load_state_dict(trial0.state_dict())
+    assert list(trial1) == list(trial0) and trial1.seed == 0
 
 
 def test_bad_arguments_are_refused() -> None:
