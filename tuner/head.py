@@ -116,6 +116,8 @@ class HeadLoop(Loop):
         if state is not None:
             self.controller.load_state_dict(state)
             self.restored = True
+        self._advice = None
+        self.advise(self.controller.advice())  # what the stored state says, again
         self.version = self.store.version()
         stages = self.store.stage_decisions()
         self._next_stage = stages[-1].stage + 1 if stages else 0

@@ -55,6 +55,8 @@ class PopulationLoop(Loop):
         if state is not None:
             self.controller.load_state_dict(state)
             self.restored = True
+        self._advice = None
+        self.advise(self.controller.advice())  # what the stored state says, again
         for i, trial in enumerate(self.trials):
             trial.ensure_group()
             self.versions[i] = trial.version()

@@ -176,8 +176,16 @@ def test_a_controllers_advice_is_logged_once_and_shown_in_status(
         def advice(self) -> str | None:
             return "stage 0: fix the loop" if self.accepted else None
 
+        def state_dict(self) -> dict[str, Any]:
+            return {**super().state_dict(), "accepted": self.accepted}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            super().load_state_dict(state)
+            self.accepted = state["accepted"]
+
+    config = StagewiseConfig(init_lr=0.05, tau=20, total_steps=400)
     job = store.job("advice")
-    loop = HeadLoop(job, Advising(StagewiseConfig(init_lr=0.05, tau=20, total_steps=400)))
+    loop = HeadLoop(job, Advising(config))
     loop.resync()
     assert loop.warning is None
     job.append_reports([Report(rank=0, step=s, metrics={"loss": 1.0}) for s in range(30)])
@@ -191,6 +199,9 @@ def test_a_controllers_advice_is_logged_once_and_shown_in_status(
     assert [r.getMessage() for r in caplog.records].count(
         "tautune head advice: stage 0: fix the loop"
     ) == 1
+    restarted = HeadLoop(job, Advising(config))  # from the stored state: says it again
+    restarted.resync()
+    assert restarted.warning == job_status(job)["warning"] == "stage 0: fix the loop"
 
 
 def test_the_plan_waits_for_every_live_rank_and_for_reports_the_head_has_read(
