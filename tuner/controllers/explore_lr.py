@@ -48,12 +48,11 @@ decays over the last ``anneal_fraction``. Each stage:
 Early stop: a candidate that diverged (a worker reported ``diverged``, or the end of its
 probe is half again above the stage's starting loss, and above the losses reported before
 the stage by more than their batch-to-batch scatter explains: 3 standard errors) gets no
-tail and is scored worst; a
-dominated one gets no tail and scores its reference's score plus the raw gap that cut it
-(a lower bound on its cooled score). A probe that only ends a little above the start is
-not cut: the start is one batch's loss, and a language model's loss bumps for a few steps
-after an LR jump that its cool-down recovers (charlm, seed 12: cutting them picked 4.3e-4
-and ended at 2.400; without the cut it picked 3.6e-3 and ended at 2.138).
+tail and is scored worst; a dominated one gets no tail and scores its reference's score plus
+the raw gap that cut it (a lower bound on its cooled score). A probe that only ends a little
+above the start is not cut: the start is one batch's loss, and a language model's loss bumps
+for a few steps after an LR jump that its cool-down recovers (charlm, seed 12: cutting them
+picked 4.3e-4 and ended at 2.400; without the cut it picked 3.6e-3 and ended at 2.138).
 
 The first stage waits for the base schedule's warmup: while the LR the workers report
 (the agent adds it) still rises from one report to the next, it does not start (for a
