@@ -111,6 +111,7 @@ from typing import Any
 
 from tuner.bo.surrogate import LRSurrogate
 from tuner.controllers import candidate_scores as scoring
+from tuner.controllers.advice import unpaired_advice
 from tuner.controllers.base import Plan
 from tuner.controllers.explore_config import ExploreConfig, report_interval
 from tuner.controllers.explore_segments import (
@@ -252,17 +253,11 @@ class ExploreLR(StagedLRController):
         stage = next((s for s in reversed(self.stages) if s.get("unpaired")), None)
         if stage is None:
             return None
-        firsts = ", ".join(
-            f"{stage['candidates'][int(j)]:.3g}: {v:.6g}" for j, v in stage["unpaired"].items()
-        )
-        return (
+        return unpaired_advice(
             f"stage {stage['stage']}: candidates restored to the stage's snapshot began at "
-            f"another loss than the stage's start ({stage['start_loss']:.6g}; by candidate "
-            f"LR {firsts}), so they were compared on different batches. Hand the scheduler "
-            "what the batches come from (agent.lr_scheduler(..., sampler=...): for a "
-            "DataLoader, workers.restorable_sampler.RestorableSampler; or the generator they "
-            "are drawn with in extra_state=), and report each step's own loss, not a running "
-            "average"
+            f"another loss than the stage's start ({stage['start_loss']:.6g})",
+            stage["candidates"],
+            stage["unpaired"],
         )
 
     def summary(self) -> dict[str, Any]:

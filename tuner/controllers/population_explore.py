@@ -54,6 +54,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from tuner.controllers.advice import unpaired_advice
 from tuner.controllers.base import Plan, PopulationController
 from tuner.controllers.curves import StepCurve
 from tuner.controllers.explore_config import ExploreConfig, report_interval
@@ -270,15 +271,8 @@ class PopulationExplore(PopulationController):
         if not unpaired:
             return None
         lrs = [float(x) for rnd in self.rounds for x in rnd["cands"]]
-        firsts = ", ".join(f"{lrs[int(k)]:.3g}: {v:.6g}" for k, v in unpaired.items())
-        return (
-            "candidates did not begin at the loss trial 0 began the stage with (by candidate "
-            f"LR {firsts}), so they were compared on different batches. Hand the "
-            "scheduler what the batches come from (agent.lr_scheduler(..., sampler=...): for a "
-            "DataLoader, workers.restorable_sampler.RestorableSampler; or the generator they "
-            "are drawn with in extra_state=): the trials take it with the model from trial 0; "
-            "and report each step's own loss, not a running average"
-        )
+        what = "candidates did not begin at the loss trial 0 began the stage with"
+        return unpaired_advice(what, lrs, unpaired, peers=True)
 
     @property
     def done(self) -> bool:
