@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="benchmark methods side by side on a real task and write JSON"
     )
     bench_tasks = bench.add_subparsers(dest="bench_task", metavar="TASK", required=True)
+    from tuner.bench.accel_cli import add_parser as add_accel_benchmark
     from tuner.bench.control_plane_cli import add_parser as add_control_plane_benchmark
     from tuner.bench.lr_cli import add_parser as add_lr_benchmarks
     from tuner.bench.mixture_cli import add_parser as add_mixture_benchmarks
@@ -296,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_peers_benchmark(bench_tasks)
     add_population_benchmark(bench_tasks)
     add_control_plane_benchmark(bench_tasks)
+    add_accel_benchmark(bench_tasks)
     return parser
 
 

@@ -28,7 +28,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from trials.store import JobStore, Store, resolve_url
 from tuner.errors import ConfigError, InvalidMetricError, StepRegressionError
@@ -40,6 +40,7 @@ from tuner.records import (
     Report,
 )
 from workers.decisions import DecisionCache, check_lookahead
+from workers.device_metrics import PendingReport
 from workers.divergence import diverged_if_not_finite, divergence_hint
 from workers.reporter import Reporter
 
@@ -170,7 +171,7 @@ class Agent:
 
     # -- reports ------------------------------------------------------------------------
 
-    def report(self, step: int, **metrics: float) -> None:
+    def report(self, step: int, **metrics: float | torch.Tensor) -> None:
         """Record ``metrics`` measured at optimizer ``step``; returns without touching Redis.
 
         The LR and decision version the scheduler applied at ``step`` are added as ``lr``
@@ -184,9 +185,16 @@ class Agent:
         candidate worst; its next decision restores a snapshot. A controller that explores
         without snapshots (``stagewise``) cannot undo a blow-up, so there it is an error.
 
+        A metric may be a one-element tensor. Pass a GPU loss as it is (``loss=loss``):
+        reading it here would make the loop wait for the GPU, so the background thread
+        reads it when it sends the batch (:mod:`workers.device_metrics`), and a value
+        that is an error there is raised at this rank's next ``report()``, ``flush()`` or
+        ``close()``, naming its step.
+
         Raises:
             InvalidMetricError: a metric is NaN, infinite or not a number (outside the case
-                above); the message names the LR in force at ``step``.
+                above), or an earlier GPU value was; the message names the LR in force at
+                the step.
             StepRegressionError: ``step`` is not after the last reported step.
         """
         if step <= self._last_step:
@@ -197,14 +205,20 @@ class Agent:
         if 0 <= self._last_applied < step and not self._warned_ahead:
             self._ahead_of_scheduler(step)
         applied, exploring = self._applied_at.get(step, (self._extra, self._exploring))
-        if applied.get(RESTORABLE_METRIC) and exploring:
-            metrics = diverged_if_not_finite(metrics)
+        divergence = bool(applied.get(RESTORABLE_METRIC)) and exploring
         for name, value in applied.items():
             metrics.setdefault(name, value)
-        try:
-            report = Report(rank=self.rank, step=step, metrics=metrics, attempt=self.attempt)
-        except InvalidMetricError as e:
-            raise InvalidMetricError(f"{e}{divergence_hint(applied)}") from None
+        report: Report | PendingReport | None = PendingReport.of(
+            self.rank, step, self.attempt, metrics, divergence=divergence, applied=applied
+        )  # a tensor on a GPU is read in the background, not here
+        if report is None:
+            if divergence:
+                metrics = diverged_if_not_finite(metrics)
+            try:
+                values = cast(dict[str, float], metrics)  # Report reads CPU tensors' item()
+                report = Report(rank=self.rank, step=step, metrics=values, attempt=self.attempt)
+            except InvalidMetricError as e:
+                raise InvalidMetricError(f"{e}{divergence_hint(applied)}") from None
         first = self._last_step < 0
         self._last_step = step
         self._reporter.add(report)

@@ -27,6 +27,7 @@ from typing import Any
 from trials.store import JobStore
 from tuner.errors import StoreError, StoreUnavailableError
 from tuner.records import Report
+from workers.device_metrics import PendingReport, resolve
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Reporter:
         self.flush_interval_s = flush_interval_s
         self.lease_ttl_s = lease_ttl_s
         self.sent = 0
-        self._buffer: list[Report] = []
+        self._buffer: list[Report | PendingReport] = []
         self._cond = threading.Condition()
         # One send at a time: two batches in flight at once (the thread's and a flush's)
         # could land out of order, and Redis refuses a step that is not after the last.
@@ -72,8 +73,9 @@ class Reporter:
         )
         self._thread.start()
 
-    def add(self, report: Report) -> None:
-        """Buffer ``report``; raises the last background error, if any."""
+    def add(self, report: Report | PendingReport) -> None:
+        """Buffer ``report``; raises the last background error, if any (a store error, or
+        a pending report's value refused when it was read)."""
         self.raise_error()
         with self._cond:
             self._buffer.append(report)
@@ -127,9 +129,11 @@ class Reporter:
             self._cond.notify()
         self._thread.join(timeout=5.0)
         self._run_tasks()
-        self.flush(timeout_s)
-        with contextlib.suppress(StoreError):
-            self.store.release(self.rank)
+        try:
+            self.flush(timeout_s)
+        finally:  # also when a buffered value was refused: the rank is gone either way
+            with contextlib.suppress(StoreError):
+                self.store.release(self.rank)
 
     def _send(self) -> None:
         with self._send_lock:
@@ -137,11 +141,16 @@ class Reporter:
                 batch, self._buffer = self._buffer, []
             if not batch:
                 return
+            reports, refused = resolve(batch)  # reads the values still on a device
+            if refused and self._error is None:
+                self._error = refused[0]  # raised in the training thread at its next call
+            if not reports:
+                return
             try:
-                result = self.store.append_reports(batch)
+                result = self.store.append_reports(reports)
             except StoreUnavailableError:
                 with self._cond:  # keep them, in order, for the next try
-                    self._buffer[:0] = batch
+                    self._buffer[:0] = reports
                 raise
             self.sent += result.written
 

@@ -80,7 +80,7 @@ def _bare_block(work: StepWork, n: int, inline: list[int]) -> tuple[float, float
     return (time.perf_counter() - t0) / n, (time.thread_time() - c0) / n
 
 
-def _write_stages(job: JobStore, steps: int, tau: int) -> int:
+def write_stages(job: JobStore, steps: int, tau: int) -> int:
     """Bounded stages of ``tau`` steps covering ``[0, steps)``, as a head would write them."""
     count = 0
     for version, start in enumerate(range(0, steps, tau)):
@@ -105,7 +105,7 @@ def _overhead_case(store: Store, work: StepWork, case: str, cfg: OverheadConfig)
     total = (cfg.reps + 1) * n + 1
     stages = 0
     if case == "healthy":
-        stages = _write_stages(job, total + cfg.tau, cfg.tau)
+        stages = write_stages(job, total + cfg.tau, cfg.tau)
         job.heartbeat(None, ttl_s=3600.0, info={"bench": "control-plane"})
     agent = Agent(job, 0)
     sched = torch_scheduler(agent)
