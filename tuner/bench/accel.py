@@ -63,8 +63,8 @@ class AccelConfig:
     """
 
     models: tuple[str, ...] = ("small", "base", "medium")
-    steps: int = 50
-    reps: int = 7
+    steps: int = 40
+    reps: int = 16
     snapshot_reps: int = 5
 
     def __post_init__(self) -> None:
