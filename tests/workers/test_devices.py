@@ -26,11 +26,12 @@ from trials.embedded import EmbeddedRedis
 from trials.store import JobStore, Store
 from tuner.errors import InvalidMetricError
 from tuner.head import HeadLoop
-from tuner.records import DecisionKind
+from tuner.records import Decision, DecisionKind
 from tuner.specs import build_controller
 from workers import distributed
 from workers.agent import Agent
 from workers.arm_loss import split_loss_by_arm
+from workers.explore import StateMover
 from workers.snapshot import Snapshot, restore_all_ranks
 from workers.snapshot.wire import from_bytes, to_bytes
 
@@ -123,6 +124,42 @@ def test_a_snapshots_bytes_restore_onto_the_device(device: str) -> None:
     other.restore(back)
     assert other.train(10) == first
     assert _same(other.params(), after)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mixed_precision_state_is_rewound_with_the_model(device: str) -> None:
+    # fp16 autocast and a GradScaler whose scale moves (it starts far too high and halves
+    # on the overflows), batches from a generator of the device: the scaler and the
+    # generator go in extra state, and a candidate restored from the snapshot repeats
+    # the steps bit for bit, scale included.
+    run = Run(device, "adamw")
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**40, growth_interval=3)
+    gen = torch.Generator(device=device).manual_seed(5)
+    mover = StateMover(run.model, run.opt, extra={"scaler": scaler, "batches": gen})
+
+    def train(steps: int) -> list[tuple[float, float]]:
+        out = []
+        for _ in range(steps):
+            x = torch.randn(32, 8, device=device, generator=gen)
+            with torch.autocast(device, dtype=torch.float16):
+                loss = nn.functional.mse_loss(run.model(x).float(), x.sum(1, keepdim=True).sin())
+            run.opt.zero_grad()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            scaler.step(run.opt)
+            scaler.update()
+            out.append((loss.item(), scaler.get_scale()))
+        return out
+
+    train(4)
+    mover.apply(
+        4, Decision(stage=0, kind=DecisionKind.EXPLORE, from_step=4, lr=3e-3, snapshot=True)
+    )
+    first = train(12)
+    assert len({scale for _, scale in first}) > 1  # the scale moved after the snapshot
+    assert mover.apply(
+        16, Decision(stage=1, kind=DecisionKind.EXPLORE, from_step=16, lr=3e-3, restore_from=4)
+    )
+    assert train(12) == first
 
 
 def _free_port() -> int:

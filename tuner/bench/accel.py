@@ -47,6 +47,8 @@ MODELS: dict[str, ByteGPTConfig] = {
     "base": ByteGPTConfig(context=128, dim=256, heads=4, layers=4, batch_size=32),
     # compute-bound on an H100: Python runs far ahead of the GPU
     "medium": ByteGPTConfig(context=256, dim=512, heads=8, layers=6, batch_size=64),
+    # GPU-bound: the GPU's step takes longer than Python's launches
+    "large": ByteGPTConfig(context=512, dim=1024, heads=16, layers=12, batch_size=32),
     "tiny": ByteGPTConfig(context=16, dim=32, heads=2, layers=1, batch_size=8),
 }
 

@@ -8,6 +8,7 @@ whatever device there is (the CPU in CI) to check that the benchmark itself work
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -74,10 +75,8 @@ def _run(args: argparse.Namespace) -> int:
     from tuner.bench.accel import AccelConfig, run_accel
 
     cfg = AccelConfig.quick() if args.quick else AccelConfig()
-    if args.models:
-        cfg = AccelConfig(
-            models=args.models, steps=cfg.steps, reps=cfg.reps, snapshot_reps=cfg.snapshot_reps
-        )
+    changes = {"models": args.models, "reps": args.reps, "steps": args.steps}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     doc = run_accel(cfg, lambda line: print(line, flush=True))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +115,11 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--json", metavar="PATH", required=True, help="JSON output file")
     p.add_argument("--quick", action="store_true", help="a tiny model, 2 short blocks (smoke)")
-    p.add_argument("--models", type=_names, help="comma-separated: small, base, medium, tiny")
+    p.add_argument(
+        "--models", type=_names, help="comma-separated: small, base, medium, large, tiny"
+    )
+    p.add_argument("--reps", type=int, help="rounds of one block of every variant (default 16)")
+    p.add_argument("--steps", type=int, help="steps per timed block (default 40)")
     p.add_argument("--docs", metavar="MD", help="also write this markdown page")
     p.set_defaults(func=_run, bench_task="accel")
 
