@@ -9,7 +9,8 @@ Usage::
     for step in range(5000):
         loss = train_step()
         optimizer.step()
-        agent.report(step, loss=loss.item())     # before sched.step(), which may wait on it
+        agent.report(step, loss=loss)  # before sched.step(), which may wait on it; a
+                                       # GPU tensor is read by the agent's thread
         sched.step()
     agent.close()
 

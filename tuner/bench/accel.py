@@ -175,7 +175,12 @@ def _overhead(name: str, cfg: AccelConfig, device: torch.device, store: Any) -> 
                 "over_bare_pct": round(100 * (med - bare) / bare, 2),
             }
         )
-    return {"model": name, "config": asdict(MODELS[name]), "rows": rows}
+    return {
+        "model": name,
+        "config": asdict(MODELS[name]),
+        "rows": rows,
+        "reports_sent": agent.reports_sent,
+    }
 
 
 def _timed(fn: Callable[[], Any], device: torch.device, reps: int) -> tuple[float, Any]:

@@ -24,50 +24,59 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def page(doc: dict[str, Any], command: str) -> str:
-    """The markdown page of a document :func:`~tuner.bench.accel.run_accel` wrote."""
+def page(docs: list[dict[str, Any]], command: str) -> str:
+    """The markdown page of documents :func:`~tuner.bench.accel.run_accel` wrote (one run
+    each: their tables are kept apart, since each ran on a machine of its own)."""
     lines = [
         "# tautune on an accelerator: step overhead and snapshots",
         "",
-        f"Device: **{doc['device']}**, torch {doc['torch']}. Generated from the JSON by "
-        f"`{command}`; rerun the benchmark with `tautune bench accel --json PATH --docs PATH`.",
+        f"Generated from the JSON by `{command}`; measure again with "
+        "`tautune bench accel --json PATH --docs PATH` on a machine with a CUDA GPU.",
         "",
-        "## Step overhead",
-        "",
-        "Median milliseconds per training step over "
-        f"{doc['config']['reps']} blocks of {doc['config']['steps']} steps of each variant, "
-        "the blocks of the variants alternating, each timed from a synchronized device to a "
-        "synchronized device; the last column is against `bare` of the same model. `bare`: "
-        "no tautune, the loss never read. `bare+item`: `loss.item()` every step. "
+        "**Step overhead**: median milliseconds per training step of the byte transformer "
+        "(`workers/tasks/bytegpt.py`, bf16 autocast, AdamW), over blocks of each variant "
+        "that alternate, each block timed from a synchronized device to a synchronized "
+        "device; the last column is against `bare` of the same model in the same run. "
+        "`bare`: no tautune, the loss never read. `bare+item`: `loss.item()` every step. "
         "`tautune+item`: `agent.report(step, loss=loss.item())` and `sched.step()`. "
-        "`tautune+tensor`: `agent.report(step, loss=loss.detach())` and `sched.step()`.",
+        "`tautune+tensor`: `agent.report(step, loss=loss)` and `sched.step()` (the agent's "
+        "thread reads the tensor). The agent runs against a private redis-server, with "
+        "decisions covering every step and a live head lease.",
         "",
-        "| model | parameters | variant | ms / step | vs bare |",
-        "|---|---:|---|---:|---:|",
+        "**Snapshots**: median milliseconds of taking and restoring a snapshot of the model "
+        "and its AdamW state, beside the tensors and in host memory, and of writing the "
+        "state as bytes and reading and restoring those (what a population's trials "
+        "exchange through Redis, without the network).",
     ]
-    for section in doc["step_overhead"]:
-        for r in section["rows"]:
+    for n, doc in enumerate(docs, 1):
+        cfg = doc["config"]
+        lines += [
+            "",
+            f"## Run {n}: {', '.join(cfg['models'])} on {doc['device']}",
+            "",
+            f"torch {doc['torch']}; {cfg['reps']} blocks of {cfg['steps']} steps of each "
+            f"variant; {doc['bench_wall_s']} s.",
+            "",
+            "| model | parameters | variant | ms / step | vs bare | fastest-slowest block |",
+            "|---|---:|---|---:|---:|---|",
+        ]
+        for section in doc["step_overhead"]:
+            for r in section["rows"]:
+                lo, hi = min(r["step_ms_reps"]), max(r["step_ms_reps"])
+                lines.append(
+                    f"| {r['model']} | {r['params']:,} | `{r['variant']}` | "
+                    f"{r['step_ms']:.2f} | {r['over_bare_pct']:+.1f}% | {lo:.2f}-{hi:.2f} |"
+                )
+        lines += [
+            "",
+            "| model | where | MB | take ms | restore ms |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for r in doc["snapshot"]:
             lines.append(
-                f"| {r['model']} | {r['params']:,} | `{r['variant']}` | {r['step_ms']:.3f} | "
-                f"{r['over_bare_pct']:+.1f}% |"
+                f"| {r['model']} | {r['kind']} | {r['bytes'] / 1e6:.1f} | {r['take_ms']:.2f} | "
+                f"{r['restore_ms']:.2f} |"
             )
-    lines += [
-        "",
-        "## Snapshots",
-        "",
-        "Median milliseconds of taking and restoring a snapshot of the model and its AdamW "
-        f"state ({doc['config']['snapshot_reps']} of each), and of writing the state as "
-        "bytes and reading and restoring those (what a population's trials exchange "
-        "through Redis, without the network).",
-        "",
-        "| model | where | MB | take ms | restore ms |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for r in doc["snapshot"]:
-        lines.append(
-            f"| {r['model']} | {r['kind']} | {r['bytes'] / 1e6:.1f} | {r['take_ms']:.2f} | "
-            f"{r['restore_ms']:.2f} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -95,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.docs:
         command = f"python -m tuner.bench.accel_cli --page {shlex.quote(str(path))}"
-        Path(args.docs).write_text(page(doc, command))
+        Path(args.docs).write_text(page([doc], command))
         print(f"wrote {args.docs}")
     return 0
 
@@ -126,18 +135,13 @@ def add_parser(subparsers: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tuner.bench.accel_cli [ARGS]``: the same as ``tautune bench accel``;
-    ``--page JSON`` prints the markdown page of a document already written."""
+    ``--page JSON [JSON ...]`` prints the markdown page of documents already written."""
     from tuner.errors import TautuneError
 
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--page"] and len(args) == 2:
-        print(
-            page(
-                json.loads(Path(args[1]).read_text()),
-                f"python -m tuner.bench.accel_cli --page {shlex.quote(args[1])}",
-            ),
-            end="",
-        )
+    if args[:1] == ["--page"] and len(args) > 1:
+        command = "python -m tuner.bench.accel_cli --page " + " ".join(map(shlex.quote, args[1:]))
+        print(page([json.loads(Path(a).read_text()) for a in args[1:]], command), end="")
         return 0
     return run_subcommand("tuner.bench.accel_cli", "accel", add_parser, args, TautuneError)
 

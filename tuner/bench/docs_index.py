@@ -34,6 +34,11 @@ OTHER_PAGES = (
         "--docs docs/benchmarks-population.md --trials 3,5 --jobs 2",
     ),
     (
+        "benchmarks-accel.md",
+        "On a GPU: step overhead with the agent, snapshot and state-exchange times",
+        "tautune bench accel --json docs/bench-accel.json --docs docs/benchmarks-accel.md",
+    ),
+    (
         "benchmarks-mixture.md",
         "Data mixture and curriculum bandits",
         "",
