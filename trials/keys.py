@@ -170,6 +170,11 @@ class JobKeys:
         for the other trials of a population job (bytes; :mod:`trials.peer_states`)."""
         return f"{self.job_base}:peer:{int(trial)}:{int(rank)}:{int(step)}"
 
+    def peer_index(self, trial: int, rank: int) -> str:
+        """Sorted set with TTL: ``step:parts`` of the states ``rank`` of ``trial`` has
+        published and not yet deleted, scored by step (:mod:`trials.peer_states`)."""
+        return f"{self.job_base}:peer:{int(trial)}:{int(rank)}:index"
+
     @property
     def control(self) -> str:
         """Hash: requests to the head (``detach``: a timestamp) from ``tautune detach``."""

@@ -1,29 +1,41 @@
 """Training states one trial of a population job publishes for the others.
 
 A population ``explore`` stage trains one candidate per trial, then every trial goes on from
-the winner's state. The winner's ranks publish that state here, one value per rank, and
-the other trials' ranks load it (:class:`workers.peers.StorePeers`). The bytes are a
-serialized :class:`~workers.snapshot.Snapshot`; a value expires after ``ttl_s`` so a
-finished stage leaves nothing behind.
+the winner's state. The winner's ranks publish that state here, one per rank, and the other
+trials' ranks load it (:class:`workers.peers.StorePeers`). The bytes are a serialized
+:class:`~workers.snapshot.Snapshot`, stored in parts of at most :data:`PART_BYTES` (a Redis
+string holds 512 MiB; a 150M-parameter model with AdamW's state is 1.8 GB), the parts first
+and then the key a reader polls, which names them: a reader that finds that key finds the
+whole state. Each expires after ``ttl_s``, and a rank keeps its :data:`KEEP_PUBLISHED` newest
+states only, deleting older ones as it publishes, so Redis holds at most that many states
+per trial rank whatever the stage length.
 
 Mixed into :class:`trials.store.JobStore`, which provides ``store`` and ``keys``.
 """
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from trials.keys import JobKeys
     from trials.store import Store
 
-MAX_STATE_BYTES = 500 * 2**20
-"""Largest state published through Redis (its strings hold 512 MiB at most)."""
+PART_BYTES = 64 * 2**20
+"""Largest part of a state in one Redis value."""
 
 PEER_TTL_S = 3600.0
 """How long a published state is kept."""
+
+KEEP_PUBLISHED = 2
+"""States a trial rank keeps published: the newest, and the one before for a peer that is
+still loading it."""
+
+_FORMAT = "tautune-peer-state/1"
 
 
 class PeerStates:
@@ -32,34 +44,103 @@ class PeerStates:
     store: Store
     keys: JobKeys
 
-    def publish_state(
-        self, rank: int, step: int, blob: bytes, *, ttl_s: float = PEER_TTL_S
-    ) -> None:
-        """Store ``blob``, this trial's ``rank``'s state at ``step``, for ``ttl_s`` seconds.
-
-        Raises:
-            ConfigError: the view is not a trial's, or ``blob`` is larger than Redis holds.
-        """
+    def _trial(self) -> int:
         trial = self.keys.trial
         if trial is None:
             raise ConfigError("only the trials of a population job publish states to each other")
-        if len(blob) > MAX_STATE_BYTES:
-            raise ConfigError(
-                f"trial {trial} rank {rank}: the training state at step {step} is "
-                f"{len(blob) / 2**20:.0f} MiB; peers exchange states through Redis, which "
-                f"holds {MAX_STATE_BYTES // 2**20} MiB per value. Run the population with "
-                "lr.method other than explore, or a smaller model per rank"
-            )
+        return trial
+
+    def publish_state(
+        self,
+        rank: int,
+        step: int,
+        blob: bytes,
+        *,
+        ttl_s: float = PEER_TTL_S,
+        part_bytes: int = PART_BYTES,
+    ) -> None:
+        """Store ``blob``, this trial's ``rank``'s state at ``step``, for ``ttl_s`` seconds,
+        and delete the states this rank published before all but the newest
+        :data:`KEEP_PUBLISHED` - 1.
+
+        Raises:
+            ConfigError: the view is not a trial's.
+        """
+        trial = self._trial()
         key = self.keys.peer_state(trial, rank, step)
+        index = self.keys.peer_index(trial, rank)
+        view = memoryview(blob)
+        parts = max(1, -(-len(blob) // part_bytes))
         ms = max(1, int(ttl_s * 1000))
+        head = json.dumps({"format": _FORMAT, "parts": parts, "bytes": len(blob)})
+        for i in range(parts):  # one value per call: other clients are served in between
+            chunk = view[i * part_bytes : (i + 1) * part_bytes]
+            self.store.call(partial(_set, f"{key}:part:{i}", chunk, ms))
 
-        def put(c: Any) -> None:
-            c.set(key, blob, px=ms)
+        def put(c: Any) -> list[bytes]:
+            p = c.pipeline(transaction=False)
+            p.set(key, head, px=ms)
+            p.zadd(index, {f"{step}:{parts}": step})
+            p.pexpire(index, ms)
+            p.zrange(index, 0, -KEEP_PUBLISHED - 1)
+            return list(p.execute()[-1])
 
-        self.store.call(put)
+        stale = self.store.call(put)
+        if stale:
+            self._delete(trial, rank, [m.decode() for m in stale])
+
+    def _delete(self, trial: int, rank: int, members: list[str]) -> None:
+        doomed: list[str] = []
+        for member in members:
+            step, parts = (int(x) for x in member.split(":"))
+            key = self.keys.peer_state(trial, rank, step)
+            doomed += [key, *(f"{key}:part:{i}" for i in range(parts))]
+        index = self.keys.peer_index(trial, rank)
+
+        def drop(c: Any) -> None:
+            p = c.pipeline(transaction=False)
+            p.delete(*doomed)
+            p.zrem(index, *members)
+            p.execute()
+
+        self.store.call(drop)
 
     def peer_state(self, trial: int, rank: int, step: int) -> bytes | None:
-        """The state ``rank`` of ``trial`` published at ``step``, or ``None`` if none is."""
+        """The state ``rank`` of ``trial`` published at ``step``, or ``None`` if there is
+        none (not yet published, or expired or deleted since).
+
+        Raises:
+            StoreError: the key holds something other than a state this version wrote.
+        """
         key = self.keys.peer_state(trial, rank, step)
         raw = self.store.call(lambda c: c.get(key))
-        return bytes(raw) if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            head = json.loads(raw)
+            if head.get("format") != _FORMAT:
+                raise ValueError(f"format {head.get('format')!r}")
+            parts, size = int(head["parts"]), int(head["bytes"])
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise StoreError(
+                f"{key} holds no peer state of format {_FORMAT} ({e}); was it written by "
+                "another tautune version?"
+            ) from None
+        out = bytearray()
+        for i in range(parts):
+            chunk = self.store.call(partial(_get, f"{key}:part:{i}"))
+            if chunk is None:
+                return None  # expired or deleted while being read
+            out += chunk
+        if len(out) != size:
+            raise StoreError(f"{key}: the state's parts hold {len(out)} bytes, expected {size}")
+        return bytes(out)
+
+
+def _set(key: str, value: memoryview, ms: int, c: Any) -> None:
+    c.set(key, value, px=ms)
+
+
+def _get(key: str, c: Any) -> bytes | None:
+    raw = c.get(key)
+    return None if raw is None else bytes(raw)

@@ -46,9 +46,10 @@ class PeerChannel(Protocol):
         """Make this rank's state at ``step`` available to the other trials."""
         ...
 
-    def fetch(self, trial: int, step: int) -> bytes:
-        """The state ``trial`` published at ``step``, waiting for it; raises
-        :class:`~tuner.errors.ConfigError` when it does not come."""
+    def fetch(self, trial: int, step: int) -> bytes | None:
+        """The state ``trial`` published at ``step``, waiting for it; ``None`` when it is
+        gone for good (expired, or deleted as newer ones came); raises
+        :class:`~tuner.errors.ConfigError` when it does not come in time."""
         ...
 
 
@@ -133,10 +134,23 @@ class StateMover:
         if decision.restore_peer is not None:
             peer = decision.restore_peer
             blob = self._channel(decision).fetch(peer, step)
-            where = f"the state trial {peer} published at step {step}"
-            self._restore(wire.from_bytes(blob, where))
-            self.peer_loads += 1
-            restored = True
+            if blob is None:
+                log.warning(
+                    "tautune: decision v%d (stage %d) loads the state trial %d published at "
+                    "step %d, which is gone (expired, or replaced by newer ones: this rank "
+                    "restarted and replays an old decision); training on from this rank's "
+                    "own state, and telling the controller",
+                    decision.version,
+                    decision.stage,
+                    peer,
+                    step,
+                )
+                self.missed = step
+            else:
+                where = f"the state trial {peer} published at step {step}"
+                self._restore(wire.from_bytes(blob, where))
+                self.peer_loads += 1
+                restored = True
         if decision.snapshot:
             self.store.put(step, self._take(step))
             self.snapshots_taken += 1

@@ -4,7 +4,9 @@
 :class:`~workers.agent.Agent` of a trial gives its :class:`~workers.explore.StateMover`.
 A rank publishes its state under its own trial, rank and step
 (:mod:`trials.peer_states`); a rank of another trial that must go on from it polls the same
-key, since the publisher may reach that step a little later.
+key, since the publisher may reach that step a little later. A state that is gone for good
+(the publisher has reported that step, so it published there, and the key has expired or
+was deleted: a rank that restarted replays an old decision) is not waited for.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import time
 
 from trials.store import JobStore
 from tuner.errors import ConfigError
+
+_PROGRESS_EVERY_S = 0.5
+"""How often a waiting rank asks whether the publisher is past the step already."""
 
 
 class StorePeers:
@@ -35,11 +40,23 @@ class StorePeers:
     def publish(self, step: int, blob: bytes) -> None:
         self.store.publish_state(self.rank, step, blob)
 
-    def fetch(self, trial: int, step: int) -> bytes:
+    def fetch(self, trial: int, step: int) -> bytes | None:
+        """The state this rank of ``trial`` published at ``step``, waiting for it; ``None``
+        when it is gone for good (see the module's docstring).
+
+        Raises:
+            ConfigError: it did not come within ``timeout_s``.
+        """
         start = time.monotonic()
-        delay = 0.002
+        delay, next_check = 0.002, start
         while (blob := self.store.peer_state(trial, self.rank, step)) is None:
-            waited = time.monotonic() - start
+            now = time.monotonic()
+            if now >= next_check:
+                if self._published_past(trial, step):
+                    self.waited_s += time.monotonic() - start
+                    return None
+                next_check = now + _PROGRESS_EVERY_S
+            waited = now - start
             if waited > self.timeout_s:
                 raise ConfigError(
                     f"trial {self.store.trial} rank {self.rank} waited {waited:.0f}s at step "
@@ -50,3 +67,9 @@ class StorePeers:
             delay = min(delay * 2, 0.05)
         self.waited_s += time.monotonic() - start
         return blob
+
+    def _published_past(self, trial: int, step: int) -> bool:
+        """Whether that rank of ``trial`` has reported ``step`` or later: it published its
+        state at ``step`` (in the scheduler step before training it) and went on."""
+        last = self.store.for_trial(trial).progress().get(self.rank)
+        return last is not None and last[1] >= step

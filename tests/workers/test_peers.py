@@ -6,14 +6,15 @@ from __future__ import annotations
 import fractions
 import io
 import random
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from trials.store import Store
-from tuner.errors import ConfigError
-from tuner.records import Decision, DecisionKind
+from tuner.errors import ConfigError, StoreError
+from tuner.records import Decision, DecisionKind, Report
 from workers.explore import StateMover
 from workers.peers import StorePeers
 from workers.snapshot import Snapshot, wire
@@ -107,9 +108,80 @@ def test_a_trial_loads_the_state_another_trial_published(store: Store) -> None:
     assert (mover_a.published, mover_b.peer_loads) == (1, 1)
     assert 5 in mover_b.store  # it snapshots what it loaded, to come back to it
     assert [b.step() for _ in range(4)] == after_a
-    keys = [k.decode() for k in store.client.keys("*peer*")]
-    assert keys == ["tt:{pop}:v1:peer:0:0:5"]
-    assert store.client.pttl(keys[0]) > 0  # expires
+    keys = sorted(k.decode() for k in store.client.keys("*peer*"))
+    base = "tt:{pop}:v1:peer:0:0"
+    assert keys == [f"{base}:5", f"{base}:5:part:0", f"{base}:index"]
+    assert all(store.client.pttl(k) > 0 for k in keys)  # every one expires
+
+
+def test_a_state_larger_than_a_part_goes_in_parts(store: Store) -> None:
+    job = store.job("parts", 0)
+    blob = bytes(range(256)) * 40  # 10,240 bytes in parts of 1,000
+    job.publish_state(1, 7, blob, part_bytes=1000)
+    assert len(store.client.keys("*peer:0:1:7:part:*")) == 11
+    assert job.peer_state(0, 1, 7) == blob
+    assert store.job("parts", 3).peer_state(0, 1, 7) == blob  # what another trial reads
+    assert job.peer_state(0, 1, 8) is None and job.peer_state(0, 0, 7) is None
+    store.client.delete("tt:{parts}:v1:peer:0:1:7:part:4")
+    assert job.peer_state(0, 1, 7) is None  # a part gone is the state gone, not a torn one
+
+
+def test_a_rank_keeps_its_newest_states_only(store: Store) -> None:
+    job = store.job("keep", 2)
+    for step in (10, 20, 30, 40):
+        job.publish_state(0, step, b"s%d" % step * 700, part_bytes=1000)
+    assert [job.peer_state(2, 0, s) for s in (10, 20)] == [None, None]
+    assert job.peer_state(2, 0, 30) == b"s30" * 700
+    assert job.peer_state(2, 0, 40) == b"s40" * 700
+    left = sorted(k.decode().split(":peer:")[1] for k in store.client.keys("*peer*"))
+    assert left == [
+        "2:0:30",
+        "2:0:30:part:0",
+        "2:0:30:part:1",
+        "2:0:30:part:2",
+        "2:0:40",
+        "2:0:40:part:0",
+        "2:0:40:part:1",
+        "2:0:40:part:2",
+        "2:0:index",
+    ]
+    job.publish_state(1, 10, b"other rank")  # ranks are kept apart
+    assert job.peer_state(2, 1, 10) == b"other rank" and job.peer_state(2, 0, 30) is not None
+
+
+def test_a_foreign_value_under_a_state_key_is_refused_by_name(store: Store) -> None:
+    store.client.set("tt:{odd}:v1:peer:0:0:5", b"raw bytes of an older tautune")
+    with pytest.raises(StoreError, match=r"peer:0:0:5 holds no peer state of format"):
+        store.job("odd", 1).peer_state(0, 0, 5)
+
+
+def test_a_state_gone_for_good_is_not_waited_for(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Trial 0 published at step 5 and trained on (it reported step 6); its state has
+    # expired. Trial 1 restarted and replays the decision that loads it: it trains on from
+    # its own state at once and says so, instead of waiting for the timeout.
+    store.job("gone", 0).append_reports([Report(rank=0, step=6, metrics={"loss": 1.0})])
+    run = Run(1)
+    mover = run.mover(StorePeers(store.job("gone", 1), rank=0, timeout_s=30))
+    before = [p.detach().clone() for p in run.model.parameters()]
+    load = Decision(
+        stage=0,
+        kind=DecisionKind.EXPLORE,
+        from_step=5,
+        lr=0.1,
+        version=1,
+        restore_peer=0,
+        snapshot=True,
+    )
+    start = time.monotonic()
+    with caplog.at_level("WARNING", logger="workers.explore"):
+        assert not mover.apply(5, load)
+    assert time.monotonic() - start < 5
+    assert "published at step 5, which is gone" in caplog.text
+    assert mover.missed == 5 and mover.peer_loads == 0
+    assert all(torch.equal(a, b) for a, b in zip(run.model.parameters(), before, strict=True))
+    assert 5 in mover.store  # later restores of the stage come back to this state
 
 
 def test_a_peer_state_that_never_comes_is_a_clear_error(store: Store) -> None:
