@@ -26,6 +26,7 @@ def test_the_quick_run_times_every_variant_and_snapshot(tmp_path: Path) -> None:
     assert section["reports_sent"] == 2 * (cfg.reps + 1) * cfg.steps
     kinds = [r["kind"] for r in doc["snapshot"]]
     assert kinds[1] == "snapshot on host" and kinds[2].startswith("state as bytes")
+    assert kinds[3].startswith("those bytes through Redis")
     small = doc["snapshot"][0]["bytes"]
     assert small > 3 * 4 * section["rows"][0]["params"]  # weights and AdamW's two moments
 
@@ -43,7 +44,15 @@ def test_the_command_writes_json_and_page(
     assert "## Run 1: tiny" in capsys.readouterr().out
 
 
+def test_a_section_alone(tmp_path: Path) -> None:
+    cfg = AccelConfig(models=("tiny",), sections=("snapshot",), snapshot_reps=1)
+    doc = run_accel(cfg, progress=lambda _l: None)
+    assert doc["step_overhead"] == [] and len(doc["snapshot"]) == 4
+
+
 def test_unknown_models_are_named() -> None:
     with pytest.raises(ConfigError, match="models are small, base, medium, large, tiny"):
         AccelConfig(models=("huge",))
     assert main(["--models", "huge", "--json", "/dev/null"]) == 1
+    with pytest.raises(ConfigError, match="sections are overhead, snapshot"):
+        AccelConfig(sections=("speed",))

@@ -14,7 +14,8 @@ On the first CUDA device (on the CPU where there is none, as a smoke check of th
   live head lease (the healthy case of the control-plane benchmark).
 - **snapshot**: taking and restoring a snapshot of the model and its AdamW state, beside
   the tensors and in host memory, and the bytes a population's trials exchange
-  (:mod:`workers.snapshot.wire`).
+  (:mod:`workers.snapshot.wire`), and those bytes published to and fetched from the
+  private redis-server (:mod:`trials.peer_states`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from workers.snapshot import Snapshot
 from workers.snapshot.wire import from_bytes, to_bytes
 from workers.tasks.bytegpt import ByteGPT, ByteGPTConfig
 
+SECTIONS = ("overhead", "snapshot")
 VARIANTS = ("bare", "bare+item", "tautune+item", "tautune+tensor")
 
 MODELS: dict[str, ByteGPTConfig] = {
@@ -62,17 +64,21 @@ class AccelConfig:
         steps: Steps per timed block.
         reps: Rounds of one block of every variant.
         snapshot_reps: Timed takes and restores per snapshot placement.
+        sections: ``"overhead"`` and/or ``"snapshot"``.
     """
 
     models: tuple[str, ...] = ("small", "base", "medium")
     steps: int = 40
     reps: int = 16
     snapshot_reps: int = 5
+    sections: tuple[str, ...] = SECTIONS
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.models) - set(MODELS))
         if unknown or not self.models:
             raise ConfigError(f"models are {', '.join(MODELS)}; got {list(self.models)}")
+        if not self.sections or set(self.sections) - set(SECTIONS):
+            raise ConfigError(f"sections are {', '.join(SECTIONS)}; got {list(self.sections)}")
         if self.steps < 1 or self.reps < 2 or self.snapshot_reps < 1:
             raise ConfigError(f"need steps >= 1, reps >= 2, snapshot_reps >= 1; got {self}")
 
@@ -195,7 +201,24 @@ def _timed(fn: Callable[[], Any], device: torch.device, reps: int) -> tuple[floa
     return statistics.median(times), out
 
 
-def _snapshots(name: str, cfg: AccelConfig, device: torch.device) -> list[dict[str, Any]]:
+def _through_redis(blob: bytes, store: Any, reps: int) -> tuple[float, float]:
+    """Median seconds to publish ``blob`` as trial 0's state and to fetch it as trial 1."""
+    publish, fetch = [], []
+    for step in range(reps):
+        t0 = time.perf_counter()
+        store.job("accel-peers", 0).publish_state(0, step, blob)
+        t1 = time.perf_counter()
+        got = store.job("accel-peers", 1).peer_state(0, 0, step)
+        fetch.append(time.perf_counter() - t1)
+        publish.append(t1 - t0)
+        if got is None or len(got) != len(blob):
+            raise ConfigError("accel bench: the published state did not come back whole")
+    return statistics.median(publish), statistics.median(fetch)
+
+
+def _snapshots(
+    name: str, cfg: AccelConfig, device: torch.device, store: Any
+) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     model = ByteGPT(MODELS[name]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
@@ -231,6 +254,16 @@ def _snapshots(name: str, cfg: AccelConfig, device: torch.device) -> list[dict[s
             "restore_ms": round((read_s + load_s) * 1e3, 3),
         }
     )
+    publish_s, fetch_s = _through_redis(blob, store, min(cfg.snapshot_reps, 3))
+    rows.append(
+        {
+            "model": name,
+            "kind": "those bytes through Redis (publish, fetch)",
+            "bytes": len(blob),
+            "take_ms": round(publish_s * 1e3, 3),
+            "restore_ms": round(fetch_s * 1e3, 3),
+        }
+    )
     return rows
 
 
@@ -240,12 +273,12 @@ def run_accel(cfg: AccelConfig, progress: Callable[[str], None] = print) -> dict
     start = time.perf_counter()
     overhead, snapshots = [], []
     with private_redis() as (_server, store):
-        for name in cfg.models:
+        for name in cfg.models if "overhead" in cfg.sections else ():
             progress(f"[accel] step overhead, {name} model on {device}")
             overhead.append(_overhead(name, cfg, device, store))
-    for name in cfg.models:
-        progress(f"[accel] snapshots, {name} model")
-        snapshots.extend(_snapshots(name, cfg, device))
+        for name in cfg.models if "snapshot" in cfg.sections else ():
+            progress(f"[accel] snapshots, {name} model")
+            snapshots.extend(_snapshots(name, cfg, device, store))
     return {
         "bench": "accel",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -46,7 +46,8 @@ def page(docs: list[dict[str, Any]], command: str) -> str:
         "**Snapshots**: median milliseconds of taking and restoring a snapshot of the model "
         "and its AdamW state, beside the tensors and in host memory, and of writing the "
         "state as bytes and reading and restoring those (what a population's trials "
-        "exchange through Redis, without the network).",
+        "exchange), and of publishing those bytes to a private redis-server on the same "
+        "machine and fetching them back (`take` and `restore` columns).",
     ]
     for n, doc in enumerate(docs, 1):
         cfg = doc["config"]
@@ -54,12 +55,20 @@ def page(docs: list[dict[str, Any]], command: str) -> str:
             "",
             f"## Run {n}: {', '.join(cfg['models'])} on {doc['device']}",
             "",
-            f"torch {doc['torch']}; {cfg['reps']} blocks of {cfg['steps']} steps of each "
-            f"variant; {doc['bench_wall_s']} s.",
-            "",
-            "| model | parameters | variant | ms / step | vs bare | fastest-slowest block |",
-            "|---|---:|---|---:|---:|---|",
+            f"torch {doc['torch']}; "
+            + (
+                f"{cfg['reps']} blocks of {cfg['steps']} steps of each variant; "
+                if doc["step_overhead"]
+                else ""
+            )
+            + f"{doc['bench_wall_s']} s.",
         ]
+        if doc["step_overhead"]:
+            lines += [
+                "",
+                "| model | parameters | variant | ms / step | vs bare | fastest-slowest block |",
+                "|---|---:|---|---:|---:|---|",
+            ]
         for section in doc["step_overhead"]:
             for r in section["rows"]:
                 lo, hi = min(r["step_ms_reps"]), max(r["step_ms_reps"])
@@ -67,11 +76,12 @@ def page(docs: list[dict[str, Any]], command: str) -> str:
                     f"| {r['model']} | {r['params']:,} | `{r['variant']}` | "
                     f"{r['step_ms']:.2f} | {r['over_bare_pct']:+.1f}% | {lo:.2f}-{hi:.2f} |"
                 )
-        lines += [
-            "",
-            "| model | where | MB | take ms | restore ms |",
-            "|---|---|---:|---:|---:|",
-        ]
+        if doc["snapshot"]:
+            lines += [
+                "",
+                "| model | where | MB | take ms | restore ms |",
+                "|---|---|---:|---:|---:|",
+            ]
         for r in doc["snapshot"]:
             lines.append(
                 f"| {r['model']} | {r['kind']} | {r['bytes'] / 1e6:.1f} | {r['take_ms']:.2f} | "
@@ -84,7 +94,12 @@ def _run(args: argparse.Namespace) -> int:
     from tuner.bench.accel import AccelConfig, run_accel
 
     cfg = AccelConfig.quick() if args.quick else AccelConfig()
-    changes = {"models": args.models, "reps": args.reps, "steps": args.steps}
+    changes = {
+        "models": args.models,
+        "reps": args.reps,
+        "steps": args.steps,
+        "sections": args.sections,
+    }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     doc = run_accel(cfg, lambda line: print(line, flush=True))
     path = Path(args.json)
@@ -129,6 +144,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--reps", type=int, help="rounds of one block of every variant (default 16)")
     p.add_argument("--steps", type=int, help="steps per timed block (default 40)")
+    p.add_argument("--sections", type=_names, help="overhead, snapshot (default both)")
     p.add_argument("--docs", metavar="MD", help="also write this markdown page")
     p.set_defaults(func=_run, bench_task="accel")
 
