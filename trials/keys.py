@@ -171,8 +171,8 @@ class JobKeys:
         return f"{self.job_base}:peer:{int(trial)}:{int(rank)}:{int(step)}"
 
     def peer_index(self, trial: int, rank: int) -> str:
-        """Sorted set with TTL: ``step:parts`` of the states ``rank`` of ``trial`` has
-        published and not yet deleted, scored by step (:mod:`trials.peer_states`)."""
+        """Sorted set with TTL: the steps of the states ``rank`` of ``trial`` has published
+        and not yet deleted, scored by when (:mod:`trials.peer_states`)."""
         return f"{self.job_base}:peer:{int(trial)}:{int(rank)}:index"
 
     @property

@@ -15,7 +15,9 @@ Mixed into :class:`trials.store.JobStore`, which provides ``store`` and ``keys``
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -80,27 +82,33 @@ class PeerStates:
         def put(c: Any) -> list[bytes]:
             p = c.pipeline(transaction=False)
             p.set(key, head, px=ms)
-            p.zadd(index, {f"{step}:{parts}": step})
+            # scored by when, not by step: a rank that restarted publishes an older step
+            # again, and that is then its newest
+            p.zadd(index, {str(step): time.time()})
             p.pexpire(index, ms)
             p.zrange(index, 0, -KEEP_PUBLISHED - 1)
             return list(p.execute()[-1])
 
-        stale = self.store.call(put)
+        stale = [int(m) for m in self.store.call(put)]
         if stale:
-            self._delete(trial, rank, [m.decode() for m in stale])
+            self._delete(trial, rank, stale)
 
-    def _delete(self, trial: int, rank: int, members: list[str]) -> None:
+    def _delete(self, trial: int, rank: int, steps: list[int]) -> None:
+        """Delete the states ``rank`` of ``trial`` published at ``steps``, parts and all."""
+        keys = [self.keys.peer_state(trial, rank, step) for step in steps]
+        heads = self.store.call(lambda c: c.mget(keys))
         doomed: list[str] = []
-        for member in members:
-            step, parts = (int(x) for x in member.split(":"))
-            key = self.keys.peer_state(trial, rank, step)
-            doomed += [key, *(f"{key}:part:{i}" for i in range(parts))]
+        for key, raw in zip(keys, heads, strict=True):
+            doomed.append(key)
+            if raw is not None:
+                with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                    doomed += [f"{key}:part:{i}" for i in range(int(json.loads(raw)["parts"]))]
         index = self.keys.peer_index(trial, rank)
 
         def drop(c: Any) -> None:
             p = c.pipeline(transaction=False)
             p.delete(*doomed)
-            p.zrem(index, *members)
+            p.zrem(index, *(str(s) for s in steps))
             p.execute()
 
         self.store.call(drop)

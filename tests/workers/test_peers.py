@@ -145,8 +145,13 @@ def test_a_rank_keeps_its_newest_states_only(store: Store) -> None:
         "2:0:40:part:2",
         "2:0:index",
     ]
+    # a rank that restarted publishes an older step again: that one is now its newest
+    job.publish_state(0, 20, b"again" * 300, part_bytes=1000)
+    assert job.peer_state(2, 0, 20) == b"again" * 300
+    assert job.peer_state(2, 0, 30) is None and job.peer_state(2, 0, 40) is not None
+    assert not store.client.keys("*peer:2:0:30*")
     job.publish_state(1, 10, b"other rank")  # ranks are kept apart
-    assert job.peer_state(2, 1, 10) == b"other rank" and job.peer_state(2, 0, 30) is not None
+    assert job.peer_state(2, 1, 10) == b"other rank" and job.peer_state(2, 0, 20) is not None
 
 
 def test_a_foreign_value_under_a_state_key_is_refused_by_name(store: Store) -> None:

@@ -201,14 +201,14 @@ def _timed(fn: Callable[[], Any], device: torch.device, reps: int) -> tuple[floa
     return statistics.median(times), out
 
 
-def _through_redis(blob: bytes, store: Any, reps: int) -> tuple[float, float]:
+def _through_redis(name: str, blob: bytes, store: Any, reps: int) -> tuple[float, float]:
     """Median seconds to publish ``blob`` as trial 0's state and to fetch it as trial 1."""
     publish, fetch = [], []
     for step in range(reps):
         t0 = time.perf_counter()
-        store.job("accel-peers", 0).publish_state(0, step, blob)
+        store.job(f"accel-peers-{name}", 0).publish_state(0, step, blob)
         t1 = time.perf_counter()
-        got = store.job("accel-peers", 1).peer_state(0, 0, step)
+        got = store.job(f"accel-peers-{name}", 1).peer_state(0, 0, step)
         fetch.append(time.perf_counter() - t1)
         publish.append(t1 - t0)
         if got is None or len(got) != len(blob):
@@ -254,7 +254,7 @@ def _snapshots(
             "restore_ms": round((read_s + load_s) * 1e3, 3),
         }
     )
-    publish_s, fetch_s = _through_redis(blob, store, min(cfg.snapshot_reps, 3))
+    publish_s, fetch_s = _through_redis(name, blob, store, min(cfg.snapshot_reps, 3))
     rows.append(
         {
             "model": name,
