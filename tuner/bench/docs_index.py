@@ -36,7 +36,8 @@ OTHER_PAGES = (
     (
         "benchmarks-accel.md",
         "On a GPU: step overhead with the agent, snapshot and state-exchange times",
-        "tautune bench accel --json docs/bench-accel.json --docs docs/benchmarks-accel.md",
+        "python -m tuner.bench.accel_cli --page docs/bench-accel.json "
+        "docs/bench-accel-large.json docs/bench-accel-snapshots.json",
     ),
     (
         "benchmarks-mixture.md",
