@@ -64,6 +64,8 @@ class StateMover:
             ``state_dict()``/``load_state_dict()`` (a ``GradScaler``) or ``torch.Generator``
             objects (the one a DataLoader or a batch sampler draws from).
         device: Where snapshot copies live (``None``: beside the tensors; ``"cpu"``: host).
+            A snapshot that does not fit beside the tensors on an accelerator goes to host
+            memory, and so do the later ones, with a warning.
         max_count: Snapshots kept at most; the oldest is dropped first.
         peers: In a trial of a population job, the channel to the other trials, for
             decisions that publish a state or load a peer's (``restore_peer``).
@@ -207,12 +209,32 @@ class StateMover:
             name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
             for name, obj in self.extra.items()
         } or None
-        return Snapshot.take(
-            self.model,
-            self.optimizer,
-            None,
-            self.sampler,
-            extra=extra,
-            step=step,
-            device=self.device,
-        )
+        try:
+            return Snapshot.take(
+                self.model,
+                self.optimizer,
+                None,
+                self.sampler,
+                extra=extra,
+                step=step,
+                device=self.device,
+            )
+        except torch.OutOfMemoryError:
+            if self.device is not None and torch.device(self.device).type == "cpu":
+                raise
+            log.warning(
+                "tautune: a snapshot of the training state at step %d does not fit in the "
+                "accelerator's memory; keeping it and every later one in host memory "
+                "(agent.lr_scheduler(..., snapshot_device='cpu') says so from the start)",
+                step,
+            )
+            self.device = "cpu"  # the partial copies are freed with the exception
+            return Snapshot.take(
+                self.model,
+                self.optimizer,
+                None,
+                self.sampler,
+                extra=extra,
+                step=step,
+                device="cpu",
+            )

@@ -267,3 +267,40 @@ def test_a_blow_up_no_snapshot_can_undo_is_an_error_naming_the_lr(
     reports = [r for _, r in job.read_reports("test").reports]
     assert reports and all("diverged" not in r.metrics for r in reports)
     assert all(math.isfinite(v) for r in reports for v in r.metrics.values())
+
+
+def test_a_snapshot_that_does_not_fit_beside_the_tensors_goes_to_host_memory(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On a GPU near full, cloning the state there raises CUDA's out-of-memory error; the
+    # mover keeps that snapshot and the later ones in host memory instead of failing the
+    # step. (The error is raised here by hand: this machine has no GPU to fill.)
+    from workers.snapshot import Snapshot
+
+    model, opt, _, _ = _problem()
+    real_take = Snapshot.take
+    asked: list[object] = []
+
+    def take(*args: object, device: object = None, **kw: object) -> Snapshot:
+        asked.append(device)
+        if device is None:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.70 GiB")
+        return real_take(*args, device=device, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Snapshot, "take", staticmethod(take))
+    mover = StateMover(model, opt)
+    snap = Decision(stage=0, kind=DecisionKind.EXPLORE, from_step=3, lr=0.1, snapshot=True)
+    with caplog.at_level("WARNING", logger="workers.explore"):
+        mover.apply(3, snap)
+    assert "does not fit in the accelerator's memory" in caplog.text
+    assert mover.device == "cpu" and mover.store.keys() == [3]
+    mover.apply(5, Decision(stage=1, kind=DecisionKind.EXPLORE, from_step=5, lr=0.1, snapshot=True))
+    assert asked == [None, "cpu", "cpu"]  # later snapshots go to the host at once
+
+    def host_full(*args: object, **kw: object) -> Snapshot:
+        raise torch.OutOfMemoryError("host")
+
+    monkeypatch.setattr(Snapshot, "take", staticmethod(host_full))
+    host = StateMover(model, opt, device="cpu")  # already in host memory: nothing to try
+    with pytest.raises(torch.OutOfMemoryError):
+        host.apply(3, snap)

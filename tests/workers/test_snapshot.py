@@ -133,6 +133,57 @@ def test_snapshot_in_host_memory_restores_bit_exact() -> None:
     assert all(t.device.type == "cpu" for t in snap.model.values())
 
 
+def _state_tensors(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+
+
+def test_restore_copies_into_the_optimizers_own_state() -> None:
+    # No second copy of the optimizer's state is built (on a GPU, twice the weights of
+    # free memory for AdamW): the tensors it holds get the snapshot's values.
+    run = make_run("torch")
+    run.train(4)
+    snap = Snapshot.take(run.model, run.optimizer, run.scheduler)
+    held = _state_tensors(run.optimizer)
+    first = run.train(6)
+    snap.restore(run.model, run.optimizer, run.scheduler)
+    assert all(a is b for a, b in zip(_state_tensors(run.optimizer), held, strict=True))
+    assert run.train(6) == first
+
+
+def test_restore_into_an_optimizer_without_state_yet() -> None:
+    run = make_run("torch")
+    run.train(4)
+    snap = Snapshot.take(run.model, run.optimizer, run.scheduler)
+    first = run.train(6)
+    fresh = torch.optim.AdamW(run.model.parameters(), lr=1.0)  # no step taken: no state
+    sched = torch.optim.lr_scheduler.StepLR(fresh, step_size=7, gamma=0.5)
+    snap.restore(run.model, fresh, sched)
+    run.optimizer, run.scheduler = fresh, sched
+    assert run.train(6) == first
+
+
+class _Counting(torch.optim.SGD):
+    """SGD that keeps a list in its state, which restores must not share with the snapshot."""
+
+    def step(self, closure: Any = None) -> Any:
+        out = super().step(closure)
+        for p in self.param_groups[0]["params"]:
+            self.state[p].setdefault("seen", []).append(1)
+        return out
+
+
+def test_restored_state_that_is_not_a_tensor_is_a_copy() -> None:
+    run = make_run(None)
+    run.optimizer = _Counting(run.model.parameters(), lr=0.01, momentum=0.9)
+    run.train(2)
+    snap = Snapshot.take(run.model, run.optimizer)
+    first = run.train(3)
+    for _ in range(2):
+        snap.restore(run.model, run.optimizer)
+        assert {len(st["seen"]) for st in run.optimizer.state.values()} == {2}
+        assert run.train(3) == first  # which appends to the restored lists, not the snapshot's
+
+
 def test_training_after_take_does_not_change_the_snapshot() -> None:
     run = make_run("torch")
     run.train(3)

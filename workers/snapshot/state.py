@@ -59,6 +59,45 @@ def _describe(t: torch.Tensor) -> str:
     return f"{'x'.join(map(str, t.shape)) or 'scalar'} {t.dtype}"
 
 
+def _load_optimizer_in_place(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> bool:
+    """Copy ``saved`` (an optimizer state dict) into ``optimizer``'s own state tensors, when
+    every parameter's state has the same names, shapes and dtypes; whether it did.
+
+    ``load_state_dict`` builds the whole state anew beside the old one before dropping it:
+    on a GPU, a restore then needs as much free memory again as the optimizer's state
+    (AdamW's: twice the weights). Copying into the tensors already there needs none.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = saved["state"]
+    if sorted(state) != [i for i, p in enumerate(params) if p in optimizer.state]:
+        return False
+    for i, values in state.items():
+        live = optimizer.state[params[i]]
+        if live.keys() != values.keys():
+            return False
+        for name, value in values.items():
+            have = live[name]
+            if isinstance(value, torch.Tensor) != isinstance(have, torch.Tensor):
+                return False
+            if isinstance(value, torch.Tensor) and (
+                value.shape != have.shape or value.dtype != have.dtype
+            ):
+                return False
+    with torch.no_grad():
+        for i, values in state.items():
+            live = optimizer.state[params[i]]
+            for name, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    live[name].copy_(value)
+                else:
+                    live[name] = _clone(value, None)
+    for group, saved_group in zip(optimizer.param_groups, saved["param_groups"], strict=True):
+        for name, value in saved_group.items():
+            if name != "params":
+                group[name] = _clone(value, None)
+    return True
+
+
 class RNGState:
     """The global random number generators' states: torch CPU and CUDA, numpy, ``random``."""
 
@@ -222,9 +261,10 @@ class Snapshot:
         """
         self._check(model, optimizer, scheduler, sampler)
         model.load_state_dict(self.model)  # copies into the existing tensors
-        # load_state_dict may keep the tensors it is given (same device and dtype), and the
-        # optimizer then updates them in place: hand it a copy so the snapshot stays intact.
-        optimizer.load_state_dict(_clone(self.optimizer, None))
+        if not _load_optimizer_in_place(optimizer, self.optimizer):
+            # load_state_dict may keep the tensors it is given (same device and dtype), and
+            # the optimizer then updates them in place: a copy keeps the snapshot intact.
+            optimizer.load_state_dict(_clone(self.optimizer, None))
         if scheduler is not None and self.scheduler is not None:
             scheduler.load_state_dict(_clone(self.scheduler, None))
         if isinstance(sampler, Stateful) and self.sampler is not None:
