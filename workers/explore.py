@@ -209,7 +209,8 @@ class StateMover:
             name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
             for name, obj in self.extra.items()
         } or None
-        try:
+
+        def take(device: torch.device | str | None) -> Snapshot:
             return Snapshot.take(
                 self.model,
                 self.optimizer,
@@ -217,8 +218,11 @@ class StateMover:
                 self.sampler,
                 extra=extra,
                 step=step,
-                device=self.device,
+                device=device,
             )
+
+        try:
+            return take(self.device)
         except torch.OutOfMemoryError:
             if self.device is not None and torch.device(self.device).type == "cpu":
                 raise
@@ -229,12 +233,4 @@ class StateMover:
                 step,
             )
             self.device = "cpu"  # the partial copies are freed with the exception
-            return Snapshot.take(
-                self.model,
-                self.optimizer,
-                None,
-                self.sampler,
-                extra=extra,
-                step=step,
-                device="cpu",
-            )
+            return take("cpu")
