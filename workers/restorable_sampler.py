@@ -15,7 +15,7 @@ Its iterator reads the position from the sampler at every index, so a restore (i
 ``scheduler.step()``, before the next batch is drawn) takes the live iterator back to the
 snapshot's batch. That is exact with ``num_workers=0``; a DataLoader with workers has
 already drawn ``prefetch_factor * num_workers`` batches ahead, and those first batches after
-a restore differ.
+a restore differ: wrap it in :class:`~workers.restorable_loader.RestorableLoader`.
 """
 
 from __future__ import annotations
