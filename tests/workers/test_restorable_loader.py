@@ -4,6 +4,8 @@ exactly, where a RestorableSampler alone is off by the batches prefetched."""
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,8 +13,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from trials.embedded import EmbeddedRedis
+from trials.store import Store
 from tuner.errors import ConfigError
+from tuner.head import HeadLoop
 from tuner.records import Decision, DecisionKind
+from tuner.specs import build_controller
+from workers.agent import Agent
 from workers.explore import StateMover
 from workers.restorable_loader import RestorableLoader
 from workers.restorable_sampler import RestorableSampler
@@ -32,11 +39,10 @@ def _loader(workers: int, persistent: bool = False) -> DataLoader[Any]:
     )
 
 
-def _stream(batches: Any) -> Iterator[list[float]]:
+def _stream(batches: Any) -> Iterator[Any]:
     """Batches epoch after epoch, as ``for epoch in count(): for batch in loader`` gives."""
     for _ in itertools.count():
-        for (x,) in batches:
-            yield x.tolist()
+        yield from batches
 
 
 def _decision(step: int, version: int, **kw: Any) -> Decision:
@@ -59,7 +65,8 @@ def _train(batches: Any, state_of: Any) -> dict[int, list[float]]:
     seen = {}
     for step in range(20):
         mover.apply(step, plan.get(step))  # what scheduler.step() does before the batch
-        seen[step] = next(stream)
+        (x,) = next(stream)
+        seen[step] = x.tolist()
     return seen
 
 
@@ -101,3 +108,60 @@ def test_a_loader_without_a_restorable_sampler_is_refused() -> None:
         RestorableLoader(DataLoader(data, batch_size=2, shuffle=True))
     with pytest.raises(ConfigError, match="batch_size="):
         RestorableLoader(DataLoader(data, batch_size=None, sampler=RestorableSampler(4)))
+
+
+def _explore_with_workers(redis_url: str, job: str, wrap: bool) -> tuple[HeadLoop, int]:
+    """``explore`` (a real head in a thread, real Redis) over a regression whose batches
+    come from a DataLoader with 2 persistent workers; the head, and the probes it made."""
+    torch.manual_seed(0)
+    x = torch.randn(2048, 16)
+    y = x @ torch.randn(16, 1) + 0.3 * torch.randn(2048, 1)
+    spec = {"method": "explore", "init_lr": 0.01, "total_steps": 400, "warmup_steps": 20}
+    store = Store.connect(redis_url).job(job)
+    head = HeadLoop(store, build_controller(spec))
+    thread = threading.Thread(target=head.run, daemon=True)
+    thread.start()
+    while not store.head_alive():
+        time.sleep(0.05)
+    sampler = RestorableSampler(2048, seed=0)
+    data = DataLoader(
+        TensorDataset(x, y),
+        batch_size=32,
+        sampler=sampler,
+        num_workers=2,
+        persistent_workers=True,
+    )
+    loader: Any = RestorableLoader(data) if wrap else data
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    agent = Agent(store, 0, sync_timeout_s=60, flush_every=4, flush_interval_s=0.02)
+    sched = agent.lr_scheduler(opt, model=model, sampler=loader if wrap else sampler)
+    stream = _stream(loader)
+    for step in range(400):
+        xb, yb = next(stream)
+        loss = torch.nn.functional.mse_loss(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        agent.report(step, loss=loss)
+        sched.step()
+        time.sleep(0.002)
+    agent.close()
+    head.stop()
+    thread.join(timeout=30)
+    probes = [d for d in store.stage_decisions() if d.restore_from is not None]
+    return head, len(probes)
+
+
+@pytest.mark.slow
+def test_a_real_head_finds_the_candidates_paired_through_a_loader_with_workers(
+    redis_server: EmbeddedRedis,
+) -> None:
+    head, restored = _explore_with_workers(redis_server.url, "loader-wrapped", wrap=True)
+    assert head.error is None and restored >= 2
+    assert head.warning is None
+    # the sampler alone: the prefetched batches come first after each restore, and the
+    # head's check of the candidates' first losses says so
+    head, restored = _explore_with_workers(redis_server.url, "loader-plain", wrap=False)
+    assert restored >= 2
+    assert head.warning is not None and "RestorableLoader" in head.warning

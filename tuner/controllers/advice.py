@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 
 FIX = (
     "Hand the scheduler what the batches come from (agent.lr_scheduler(..., sampler=...): for "
-    "a DataLoader, workers.restorable_sampler.RestorableSampler; or the generator they are "
-    "drawn with in extra_state=){peers}, and report each step's own loss, not a running "
-    "average"
+    "a DataLoader, workers.restorable_sampler.RestorableSampler, and the DataLoader wrapped in "
+    "workers.restorable_loader.RestorableLoader if it has worker processes; or the generator "
+    "they are drawn with in extra_state=){peers}, and report each step's own loss, not a "
+    "running average"
 )
 
 
