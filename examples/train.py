@@ -70,7 +70,7 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        agent.report(step, loss=loss.item())
+        agent.report(step, loss=loss)
         sched.step()
         if args.sleep:
             time.sleep(args.sleep)

@@ -35,7 +35,7 @@ def train_fn(config: dict[str, Any]) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        agent.report(step, loss=loss.item())
+        agent.report(step, loss=loss)
         sched.step()
     agent.close()
     return task.evaluate(model)
