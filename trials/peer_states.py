@@ -62,8 +62,8 @@ class PeerStates:
         part_bytes: int = PART_BYTES,
     ) -> None:
         """Store ``blob``, this trial's ``rank``'s state at ``step``, for ``ttl_s`` seconds,
-        and delete the states this rank published before all but the newest
-        :data:`KEEP_PUBLISHED` - 1.
+        in parts of ``part_bytes``; of this rank's published states the newest
+        :data:`KEEP_PUBLISHED` (this one included) are kept and the older ones deleted.
 
         Raises:
             ConfigError: the view is not a trial's.

@@ -131,7 +131,7 @@ class _Loop:
         if variant == "tautune+item":
             report = lambda s, loss: self.agent.report(s, loss=loss.item())  # noqa: E731
         elif variant == "tautune+tensor":
-            report = lambda s, loss: self.agent.report(s, loss=loss.detach())  # noqa: E731
+            report = lambda s, loss: self.agent.report(s, loss=loss)  # noqa: E731
         read = variant == "bare+item"
         _sync(self.device)
         t0 = time.perf_counter()
