@@ -44,6 +44,18 @@ class Run:
         return StateMover(self.model, self.opt, extra={"gen": self.gen}, peers=peers)
 
 
+LOAD_TRIAL_0_AT_5 = Decision(
+    stage=0,
+    kind=DecisionKind.EXPLORE,
+    from_step=5,
+    lr=0.1,
+    version=1,
+    restore_peer=0,
+    snapshot=True,
+)
+"""Go on from trial 0's state at step 5, and snapshot it to come back to."""
+
+
 def test_a_snapshot_survives_bytes_bit_exactly() -> None:
     run = Run(0)
     for _ in range(3):
@@ -93,15 +105,7 @@ def test_a_trial_loads_the_state_another_trial_published(store: Store) -> None:
         snapshot=True,
         publish=True,
     )
-    load = Decision(
-        stage=0,
-        kind=DecisionKind.EXPLORE,
-        from_step=5,
-        lr=0.1,
-        version=1,
-        restore_peer=0,
-        snapshot=True,
-    )
+    load = LOAD_TRIAL_0_AT_5
     assert not mover_a.apply(5, publish)
     after_a = [a.step() for _ in range(4)]  # one process: the global RNGs are shared
     assert mover_b.apply(5, load)
@@ -170,15 +174,7 @@ def test_a_state_gone_for_good_is_not_waited_for(
     run = Run(1)
     mover = run.mover(StorePeers(store.job("gone", 1), rank=0, timeout_s=30))
     before = [p.detach().clone() for p in run.model.parameters()]
-    load = Decision(
-        stage=0,
-        kind=DecisionKind.EXPLORE,
-        from_step=5,
-        lr=0.1,
-        version=1,
-        restore_peer=0,
-        snapshot=True,
-    )
+    load = LOAD_TRIAL_0_AT_5
     start = time.monotonic()
     with caplog.at_level("WARNING", logger="workers.explore"):
         assert not mover.apply(5, load)
