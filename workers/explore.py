@@ -82,6 +82,12 @@ class StateMover:
         max_count: int = 16,
         peers: PeerChannel | None = None,
     ) -> None:
+        if (why := _sharded(model)) is not None:
+            raise ConfigError(
+                f"lr_scheduler(model=...): the model is sharded ({why}); tautune's snapshots "
+                "copy each rank's own state dict and cannot restore a sharded one. Leave "
+                "model= out (the LR method is then stagewise, which never rewinds the model)"
+            )
         self.model = model
         self.peers = peers
         self.optimizer = optimizer
@@ -234,3 +240,20 @@ class StateMover:
             )
             self.device = "cpu"  # the partial copies are freed with the exception
             return take("cpu")
+
+
+def _sharded(model: torch.nn.Module) -> str | None:
+    """What makes ``model`` sharded across ranks (FSDP, or DTensor parameters of tensor
+    parallelism), or ``None``."""
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed: nothing can be sharded
+        return None
+    for module in model.modules():
+        if isinstance(module, FullyShardedDataParallel | FSDPModule):
+            return f"{type(module).__name__} is FSDP"
+    for name, param in model.named_parameters():
+        if isinstance(param, DTensor):
+            return f"parameter {name!r} is a DTensor"
+    return None

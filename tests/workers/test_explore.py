@@ -304,3 +304,26 @@ def test_a_snapshot_that_does_not_fit_beside_the_tensors_goes_to_host_memory(
     host = StateMover(model, opt, device="cpu")  # already in host memory: nothing to try
     with pytest.raises(torch.OutOfMemoryError):
         host.apply(3, snap)
+
+
+def test_a_sharded_model_is_refused_by_name() -> None:
+    # FSDP2 on one gloo rank (the CPU): the parameters become DTensors, whose state dict
+    # is the rank's shard, which a snapshot cannot put back whole.
+    import socket
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+        fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with pytest.raises(ConfigError, match=r"model is sharded \(FSDPSequential is FSDP\)"):
+            StateMover(model, opt)
+    finally:
+        dist.destroy_process_group()

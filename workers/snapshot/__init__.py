@@ -41,7 +41,8 @@ decisions are keyed by step (a decision's ``restore_from``), so all ranks agree 
 step to snapshot and when to restore without talking to each other. Use
 :func:`restore_all_ranks`, which barriers before and after the restore so no rank runs a
 collective of the next candidate while another is still restoring. Sharded models (FSDP,
-ZeRO) are not supported: their state dicts are collectives themselves.
+ZeRO) are not supported: their state dicts are collectives themselves, and
+``agent.lr_scheduler(model=...)`` refuses an FSDP model or DTensor parameters by name.
 """
 
 from __future__ import annotations
