@@ -41,7 +41,7 @@ from tuner.records import (
     Report,
 )
 from workers.decisions import DecisionCache, check_lookahead
-from workers.device_metrics import PendingReport
+from workers.device_metrics import PendingReport, on_device
 from workers.divergence import diverged_if_not_finite, divergence_hint
 from workers.reporter import Reporter
 
@@ -206,12 +206,18 @@ class Agent:
         if 0 <= self._last_applied < step and not self._warned_ahead:
             self._ahead_of_scheduler(step)
         applied, exploring = self._applied_at.get(step, (self._extra, self._exploring))
-        divergence = bool(applied.get(RESTORABLE_METRIC)) and exploring
+        divergence = exploring and bool(applied.get(RESTORABLE_METRIC))
+        on_gpu = False
+        for value in metrics.values():  # a loop, not any(): no generator on the hot path
+            if type(value) is not float and on_device(value):
+                on_gpu = True
         for name, value in applied.items():
             metrics.setdefault(name, value)
-        report: Report | PendingReport | None = PendingReport.of(
-            self.rank, step, self.attempt, metrics, divergence=divergence, applied=applied
-        )  # a tensor on a GPU is read in the background, not here
+        report: Report | PendingReport | None = None
+        if on_gpu:  # a tensor on a GPU is read in the background, not here
+            report = PendingReport.of(
+                self.rank, step, self.attempt, metrics, divergence=divergence, applied=applied
+            )
         if report is None:
             if divergence:
                 metrics = diverged_if_not_finite(metrics)
