@@ -212,7 +212,7 @@ def tune(
 
     from tuner.head import start_head, stop_head
     from tuner.runtime import local_runtime
-    from tuner.worker_group import WorkerGroup
+    from tuner.worker_group import WorkerGroup, check_resources
 
     if num_workers < 1:
         raise ConfigError(f"num_workers must be >= 1, got {num_workers=}")
@@ -243,6 +243,9 @@ def tune(
                 # (or pass the first stage's start) before the head has loaded
                 if not rt.store.job(job).wait_for_head(HEAD_WAIT_S):
                     log.warning("tautune: the head of %s is not up after %.0fs", job, HEAD_WAIT_S)
+            check_resources(
+                num_workers * len(trial_ids), resources_per_worker, local=rt.ray_started
+            )
             for trial in trial_ids:
                 env = {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": rt.redis_url}
                 if trial is not None:

@@ -23,6 +23,8 @@ class Runtime:
     redis_url: str
     store: Store
     embedded: EmbeddedRedis | None
+    ray_started: bool = False
+    """Whether this runtime started its own local Ray (no cluster to grow)."""
 
 
 @contextlib.contextmanager
@@ -56,7 +58,7 @@ def local_runtime(
                     logging_level=logging.WARNING,
                 )
                 ray_started = True
-        yield Runtime(url, store, embedded)
+        yield Runtime(url, store, embedded, ray_started)
     finally:
         if ray_started:
             import ray

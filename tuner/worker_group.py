@@ -8,10 +8,15 @@ default process group (gloo on CPU, nccl when it has a GPU) before ``train_fn`` 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from tuner.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class TrainWorker:
@@ -48,6 +53,54 @@ class TrainWorker:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def worker_resources(resources_per_worker: Mapping[str, float] | None) -> dict[str, float]:
+    """What one worker asks Ray for: ``{"CPU": 1}`` unless said otherwise."""
+    resources = dict(resources_per_worker or {"CPU": 1})
+    resources.setdefault("CPU", 1)
+    return {k: float(v) for k, v in resources.items() if v}
+
+
+def check_resources(
+    workers: int, resources_per_worker: Mapping[str, float] | None, *, local: bool
+) -> None:
+    """Say now what the connected Ray cannot give ``workers`` workers, rather than wait.
+
+    Raises:
+        ConfigError: ``local`` (a Ray started for this call, which no autoscaler grows) and
+            one worker asks for more of a resource than the whole cluster has, such as a
+            GPU on a machine without one; on a cluster that is only a warning.
+    """
+    import ray
+
+    have: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    need = worker_resources(resources_per_worker)
+    missing = {k: v for k, v in need.items() if have.get(k, 0.0) < v}
+    holds = ", ".join(f"{k} {have.get(k, 0.0):g}" for k in sorted(need))
+    if missing:
+        what = (
+            f"each worker asks for {need}, more {sorted(missing)} than this Ray cluster "
+            f"has ({holds})"
+        )
+        if local:
+            raise ConfigError(
+                f"{what}: no worker can start. Ask for less in resources_per_worker, or "
+                "connect to a cluster that has it (ray_address=)"
+            )
+        log.warning("tautune: %s; waiting for the cluster to grow", what)
+        return
+    short = sorted(k for k, v in need.items() if have.get(k, 0.0) < workers * v)
+    if short:
+        log.warning(
+            "tautune: %d workers asking for %s each need more %s than this Ray cluster has "
+            "(%s): some start only when others end, and trials that run apart do not "
+            "explore together; ask for a share (e.g. {'CPU': 0.5})",
+            workers,
+            need,
+            short,
+            holds,
+        )
 
 
 class WorkerGroup:

@@ -12,6 +12,7 @@ from trials.embedded import EmbeddedRedis
 from trials.store import Store
 from tuner import LRSpec, tune
 from tuner.errors import ConfigError
+from tuner.worker_group import check_resources
 
 pytestmark = pytest.mark.slow
 
@@ -223,3 +224,21 @@ def test_worker_groups_started_together_are_each_set_up_before_they_run(
     finally:
         for g in groups:
             g.shutdown()
+
+
+def test_resources_the_cluster_lacks_are_named(
+    ray_local: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ray_local has 2 CPUs and no GPU. A Ray tune() started itself cannot grow: an error
+    # before any actor waits forever; a Ray it connected to may (an autoscaler): a warning.
+    with pytest.raises(ConfigError, match=r"more \['GPU'\] than this Ray cluster has"):
+        check_resources(1, {"GPU": 1}, local=True)
+    with caplog.at_level("WARNING", logger="tuner.worker_group"):
+        check_resources(1, {"GPU": 1}, local=False)
+        assert "waiting for the cluster to grow" in caplog.text
+        caplog.clear()
+        check_resources(3, None, local=True)  # they run, but not all at once
+        assert "3 workers asking for {'CPU': 1.0} each need more ['CPU']" in caplog.text
+        caplog.clear()
+        check_resources(3, {"CPU": 0.5}, local=True)
+        assert caplog.text == ""

@@ -3,6 +3,7 @@ console when it starts the Ray itself (as Ray Train's workers' output does)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -60,3 +61,23 @@ def test_the_workers_output_and_the_heads_decisions_reach_the_console(
     assert "decisions " in done.stdout
     shown = ["hello from rank 0" in out, "stage 0 explore steps" in out]
     assert shown == ([True, True] if mode == "loud" else [False, False]), out[-3000:]
+
+
+def test_a_gpu_asked_of_a_machine_without_one_is_an_error_at_once(tmp_path: Path) -> None:
+    # tune() starts the Ray itself here, so nothing can add a GPU: it says so instead of
+    # waiting forever for the worker to be scheduled.
+    script = tmp_path / "gpu.py"
+    script.write_text(
+        "from tuner import tune\n"
+        "from tuner.errors import ConfigError\n"
+        "try:\n"
+        "    tune(lambda config: None, num_workers=2, resources_per_worker={'GPU': 1})\n"
+        "except ConfigError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "refused: each worker asks for {'GPU': 1.0, 'CPU': 1.0}" in done.stdout
+    assert re.search(r"more \['GPU'\] than this Ray cluster has \(CPU \d+, GPU 0\)", done.stdout)
