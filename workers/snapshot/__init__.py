@@ -26,9 +26,10 @@ state again, see :attr:`Snapshot.nbytes`) and both take and restore are device-l
 copies. ``device="cpu"`` keeps them in host memory instead, at the cost of a transfer each
 way; the restore is still bit-exact. The agent's :class:`~workers.explore.StateMover` moves
 to host memory by itself, with a warning, when a snapshot does not fit on the GPU. On an
-H200, a 152M-parameter model with AdamW (1.8 GB of state) took 11-13 ms to snapshot on the
-GPU and 8-17 ms to restore, 150 and 300-350 ms in host memory
-(``docs/benchmarks-accel.md``).
+H200, a 152M-parameter model with AdamW (1.8 GB of state) took 10.6-12.5 ms to snapshot on
+the GPU and 8.4-16.8 ms to restore, 147-160 and 304-346 ms in host memory (two runs,
+``docs/benchmarks-accel.md``; those restores ran ``load_state_dict``, before the in-place
+copy above).
 
 Not captured: ``torch.Generator`` objects you create yourself (a DataLoader's
 ``generator=``; put their ``get_state()`` in ``extra``), a ``GradScaler`` (put its
