@@ -150,6 +150,26 @@ def test_restore_copies_into_the_optimizers_own_state() -> None:
     assert run.train(6) == first
 
 
+def test_a_tensor_lr_stays_the_optimizers_own_tensor() -> None:
+    # torch.compile'd optimizers take the LR as a tensor so that changing it does not
+    # recompile; a restore must put the value in that tensor, not a new one.
+    model = mlp()
+    opt = torch.optim.AdamW(model.parameters(), lr=torch.tensor(0.01))
+    sched = TautuneLR(opt, None, base="warmup=5+cosine", total_steps=20)
+    lr = opt.param_groups[0]["lr"]
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    snap = Snapshot.take(model, opt, sched)
+    at_snapshot = float(lr)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    assert float(lr) != at_snapshot
+    snap.restore(model, opt, sched)
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == at_snapshot
+
+
 def test_restore_into_an_optimizer_without_state_yet() -> None:
     run = make_run("torch")
     run.train(4)

@@ -79,9 +79,7 @@ def _load_optimizer_in_place(optimizer: torch.optim.Optimizer, saved: dict[str, 
             have = live[name]
             if isinstance(value, torch.Tensor) != isinstance(have, torch.Tensor):
                 return False
-            if isinstance(value, torch.Tensor) and (
-                value.shape != have.shape or value.dtype != have.dtype
-            ):
+            if isinstance(value, torch.Tensor) and not _same_kind(value, have):
                 return False
     with torch.no_grad():
         for i, values in state.items():
@@ -93,9 +91,26 @@ def _load_optimizer_in_place(optimizer: torch.optim.Optimizer, saved: dict[str, 
                     live[name] = _clone(value, None)
     for group, saved_group in zip(optimizer.param_groups, saved["param_groups"], strict=True):
         for name, value in saved_group.items():
-            if name != "params":
+            if name == "params":
+                continue
+            have = group.get(name)
+            if isinstance(have, torch.Tensor) and _same_kind(value, have):
+                # a tensor LR (a compiled optimizer's) stays that tensor
+                with torch.no_grad():
+                    have.copy_(value)
+            else:
                 group[name] = _clone(value, None)
     return True
+
+
+def _same_kind(value: Any, have: Any) -> bool:
+    """Both tensors of one shape and dtype, so ``value`` can be copied into ``have``."""
+    return (
+        isinstance(value, torch.Tensor)
+        and isinstance(have, torch.Tensor)
+        and value.shape == have.shape
+        and value.dtype == have.dtype
+    )
 
 
 class RNGState:
