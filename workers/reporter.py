@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 from trials.store import JobStore
 from tuner.errors import StoreError, StoreUnavailableError
@@ -59,6 +59,7 @@ class Reporter:
         self.lease_ttl_s = lease_ttl_s
         self.sent = 0
         self._buffer: list[Report | PendingReport] = []
+        self._pending = 0  # PendingReports in the buffer: none, and a send reads nothing
         self._cond = threading.Condition()
         # One send at a time: two batches in flight at once (the thread's and a flush's)
         # could land out of order, and Redis refuses a step that is not after the last.
@@ -79,6 +80,8 @@ class Reporter:
         self.raise_error()
         with self._cond:
             self._buffer.append(report)
+            if type(report) is not Report:
+                self._pending += 1
             if len(self._buffer) >= self.flush_every:
                 self._cond.notify()
 
@@ -139,9 +142,13 @@ class Reporter:
         with self._send_lock:
             with self._cond:
                 batch, self._buffer = self._buffer, []
+                pending, self._pending = self._pending, 0
             if not batch:
                 return
-            reports, refused = resolve(batch)  # reads the values still on a device
+            if pending:
+                reports, refused = resolve(batch)  # reads the values still on a device
+            else:
+                reports, refused = cast(list[Report], batch), []
             if refused and self._error is None:
                 self._error = refused[0]  # raised in the training thread at its next call
             if not reports:
