@@ -126,8 +126,8 @@ class WorkerGroup:
     ) -> None:
         import ray
 
-        resources = dict(resources_per_worker or {"CPU": 1})
-        num_cpus = resources.pop("CPU", 1)
+        resources = worker_resources(resources_per_worker)
+        num_cpus = resources.pop("CPU", 0)
         num_gpus = resources.pop("GPU", 0)
         actor = ray.remote(TrainWorker).options(  # type: ignore[attr-defined]
             num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or None

@@ -9,8 +9,7 @@ Usage::
     for step in range(5000):
         loss = train_step()
         optimizer.step()
-        agent.report(step, loss=loss)  # before sched.step(), which may wait on it; a
-                                       # GPU tensor is read by the agent's thread
+        agent.report(step, loss=loss)  # before sched.step(), which may wait on it
         sched.step()
     agent.close()
 
@@ -207,17 +206,14 @@ class Agent:
             self._ahead_of_scheduler(step)
         applied, exploring = self._applied_at.get(step, (self._extra, self._exploring))
         divergence = exploring and bool(applied.get(RESTORABLE_METRIC))
-        on_gpu = False
-        for value in metrics.values():  # a loop, not any(): no generator on the hot path
-            if type(value) is not float and on_device(value):
-                on_gpu = True
+        on_gpu = any(type(v) is not float and on_device(v) for v in metrics.values())
         for name, value in applied.items():
             metrics.setdefault(name, value)
-        report: Report | PendingReport | None = None
-        if on_gpu:  # a tensor on a GPU is read in the background, not here
-            report = PendingReport.of(
-                self.rank, step, self.attempt, metrics, divergence=divergence, applied=applied
-            )
+        report: Report | PendingReport | None = (  # a GPU tensor is read in the background
+            PendingReport.of(self.rank, step, self.attempt, metrics, divergence, applied)
+            if on_gpu
+            else None
+        )
         if report is None:
             if divergence:
                 metrics = diverged_if_not_finite(metrics)

@@ -59,7 +59,6 @@ class PendingReport:
         step: int,
         attempt: int,
         metrics: Mapping[str, Any],
-        *,
         divergence: bool,
         applied: Mapping[str, float],
     ) -> PendingReport | None:
