@@ -251,6 +251,11 @@ class Agent:
         return self._decisions.decision(step, wait=wait)
 
     @property
+    def store_down(self) -> bool:
+        """Whether Redis was away at the last claim: training goes on without it."""
+        return self._decisions.store_down
+
+    @property
     def stall_s(self) -> float:
         """Seconds this rank spent waiting at sync boundaries."""
         return self._decisions.stall_s
@@ -387,11 +392,12 @@ class Agent:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Flush reports, stop the background thread and release the lease."""
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush reports, stop the background thread and release the lease. Reports that
+        Redis could not take within ``timeout_s`` are logged as lost, not raised."""
         if not self._closed:
             self._closed = True
-            self._reporter.close()
+            self._reporter.close(timeout_s)
 
     def __enter__(self) -> Agent:
         return self

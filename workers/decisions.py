@@ -9,6 +9,12 @@ claim: a head can always place its next decision within the steps trained so far
 however fast they are (a 400-step run of 0.1 ms steps would otherwise be promised past its
 end at its second claim, and nothing tuned). At a sync stage boundary (a decision ended and
 the head is alive) training waits for the next decision, for at most ``sync_timeout_s``.
+
+While Redis is unreachable (:class:`~tuner.errors.StoreUnavailableError` from a claim), no
+head can write a decision either, so training goes on without blocking: with the decision
+it last had wherever that one covers the step, else on the base schedule, while the
+background thread keeps the reports and checks, a call at a time, whether Redis is back;
+then claims resume at the step training is at.
 """
 
 from __future__ import annotations
@@ -16,13 +22,23 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
 
 from trials.results import Claim
 from trials.store import JobStore
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, StoreUnavailableError
 from tuner.records import Decision
 from workers.reporter import Reporter
+
+
+@dataclass
+class _Outage:
+    """Redis went away when training asked for ``step``'s decision."""
+
+    step: int
+    since: float
+    check: Future[int] | None = None  # a read sent through the background thread
 
 
 class DecisionCache:
@@ -79,6 +95,7 @@ class DecisionCache:
         self._first_claim: int | None = None  # the step of the first claim
         self._head_alive = True  # as the last claim found it
         self._peek: tuple[int, int, Decision | None] = (0, -1, None)
+        self._outage: _Outage | None = None
 
     def decision(self, step: int, *, wait: bool = True) -> Decision | None:
         """The decision covering optimizer ``step``, or ``None`` for the base schedule
@@ -87,6 +104,20 @@ class DecisionCache:
             if self._prefetch is None and self._valid_until - step <= self.PREFETCH_STEPS and wait:
                 self._start_prefetch(self._valid_until, now_at=step)
             return self._cached
+        if self._outage is not None and not self._back(step):
+            return self._without_store(step)
+        try:
+            return self._claimed(step, wait=wait)
+        except StoreUnavailableError as e:
+            self._went_away(step, e)
+            return self._without_store(step)
+
+    @property
+    def store_down(self) -> bool:
+        """Whether Redis was unreachable at the last claim (training goes on without it)."""
+        return self._outage is not None
+
+    def _claimed(self, step: int, *, wait: bool) -> Decision | None:
         if not wait:
             lo, hi, cached = self._peek
             if lo <= step < hi:
@@ -148,13 +179,67 @@ class DecisionCache:
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is None or prefetch[0] != step:
             return None
+        future, deadline = prefetch[1], time.monotonic() + self.sync_timeout_s
+        # the thread finds Redis away (its retries done) before the claim queued behind
+        # its send fails too: no second round of retries on the training thread
+        while not future.done() and not self._reporter.unreachable:
+            if time.monotonic() > deadline:
+                return None
+            wait((future,), timeout=0.05)
+        if not future.done():
+            raise StoreUnavailableError("Redis is unreachable (the agent's thread found it away)")
         try:
-            return prefetch[1].result(timeout=self.sync_timeout_s)
+            return future.result()
+        except StoreUnavailableError:
+            raise  # the thread retried already: no second wait on the training thread
         except Exception:  # the caller's own claim reports it
             return None
 
+    def _went_away(self, step: int, error: StoreUnavailableError) -> None:
+        self._outage = _Outage(step, time.monotonic())
+        self._prefetch = None
+        d = self._cached
+        what = (
+            f"the decision in force (v{d.version}, until step {d.until_step}), then the base "
+            "schedule"
+            if d is not None and d.covers(step) and d.until_step is not None
+            else "the decision in force"
+            if d is not None and d.covers(step)
+            else "the base schedule"
+        )
+        warnings.warn(
+            f"tautune: rank {self.rank}: Redis is unreachable at step {step}; training goes on "
+            f"with {what}, reports are kept until it is back ({error})",
+            stacklevel=5,
+        )
+
+    def _without_store(self, step: int) -> Decision | None:
+        """What training goes on with while Redis is away: the last decision where it
+        covers ``step`` (no head can have replaced it), else the base schedule."""
+        d = self._cached
+        return d if d is not None and d.covers(step) else None
+
+    def _back(self, step: int) -> bool:
+        """Whether Redis answers again; sends one read at a time through the background
+        thread (its retries pace them), so the training thread never waits for it."""
+        out = self._outage
+        assert out is not None
+        if out.check is None or (out.check.done() and out.check.exception() is not None):
+            out.check = self._reporter.submit(self.store.horizon)
+            return False
+        if not out.check.done():
+            return False
+        self._outage = None
+        warnings.warn(
+            f"tautune: rank {self.rank}: Redis answers again at step {step}, "
+            f"{time.monotonic() - out.since:.1f}s after step {out.step}; decisions resume",
+            stacklevel=5,
+        )
+        return True
+
     def _wait_at_boundary(self, step: int) -> Claim:
-        self._reporter.flush()  # the head may be waiting for exactly these reports
+        # the head may be waiting for exactly these reports; Redis gone: raises soon
+        self._reporter.flush(timeout_s=min(5.0, self.sync_timeout_s))
         if self._last_reported() < step - 1:  # ...or, from a rank that reports every N steps,
             self.store.mark_waiting(self.rank, step)  # for word that no more are coming
         start = time.monotonic()
@@ -168,7 +253,7 @@ class DecisionCache:
                 warnings.warn(
                     f"tautune: rank {self.rank} waited {waited:.1f}s at step {step} for the next "
                     "decision; training on the base schedule until the head catches up",
-                    stacklevel=4,
+                    stacklevel=5,
                 )
                 break
             time.sleep(delay)

@@ -4,8 +4,8 @@ The training loop only appends to an in-memory buffer; this thread sends the buf
 Lua call every ``flush_every`` reports or ``flush_interval_s`` seconds, whichever first,
 renews the rank's heartbeat, and runs the round trips the agent asks for ahead of time
 (:meth:`Reporter.submit`: the next decision's claim). An unreachable Redis keeps the buffer
-and retries; any other store error is kept and raised in the training thread at its next
-call.
+(its newest :data:`MAX_KEPT` reports) and retries; any other store error is kept and raised
+in the training thread at its next call.
 
 Every wake-up of this thread costs the training thread more than the round trip itself (it
 must give up the GIL and get it back), so it wakes rarely: a submitted call goes out with
@@ -30,6 +30,11 @@ from tuner.records import Report
 from workers.device_metrics import PendingReport, resolve
 
 log = logging.getLogger(__name__)
+
+MAX_KEPT = 200_000
+"""Reports kept for a Redis that is away (about 100 MB at most); older ones are dropped."""
+LOG_EVERY_S = 30.0
+"""How often an outage is logged again while it lasts."""
 
 
 class Reporter:
@@ -58,6 +63,11 @@ class Reporter:
         self.flush_interval_s = flush_interval_s
         self.lease_ttl_s = lease_ttl_s
         self.sent = 0
+        self.dropped = 0
+        """Reports dropped while Redis was away, beyond :data:`MAX_KEPT`."""
+        self.unreachable = False
+        """Whether the thread's last round found Redis away (cleared when one succeeds)."""
+        self._logged_at: float | None = None  # when this outage was last logged
         self._buffer: list[Report | PendingReport] = []
         self._pending = 0  # PendingReports in the buffer: none, and a send reads nothing
         self._cond = threading.Condition()
@@ -134,9 +144,18 @@ class Reporter:
         self._run_tasks()
         try:
             self.flush(timeout_s)
+        except StoreUnavailableError as e:  # the run is over: say what is lost, do not fail it
+            self.unreachable = True
+            log.warning(
+                "tautune: rank %d closes with %d reports unsent: %s",
+                self.rank,
+                len(self._buffer),
+                e,
+            )
         finally:  # also when a buffered value was refused: the rank is gone either way
-            with contextlib.suppress(StoreError):
-                self.store.release(self.rank)
+            if not self.unreachable:  # else its lease expires on its own
+                with contextlib.suppress(StoreError):
+                    self.store.release(self.rank)
 
     def _send(self) -> None:
         with self._send_lock:
@@ -156,8 +175,12 @@ class Reporter:
             try:
                 result = self.store.append_reports(reports)
             except StoreUnavailableError:
+                self.unreachable = True  # before the calls queued behind this send fail too
                 with self._cond:  # keep them, in order, for the next try
                     self._buffer[:0] = reports
+                    if (over := min(len(self._buffer) - MAX_KEPT, len(reports))) > 0:
+                        del self._buffer[:over]
+                        self.dropped += over
                 raise
             self.sent += result.written
 
@@ -189,11 +212,23 @@ class Reporter:
                     self.store.heartbeat(self.rank, ttl_s=self.lease_ttl_s, info=self._info)
                     next_beat = now + self.lease_ttl_s / 3
             except StoreUnavailableError as e:
-                log.warning(
-                    "tautune: Redis unreachable, keeping %d reports: %s", len(self._buffer), e
-                )
+                self.unreachable = True
+                now = time.monotonic()
+                if self._logged_at is None or now - self._logged_at > LOG_EVERY_S:
+                    self._logged_at = now
+                    log.warning(
+                        "tautune: Redis unreachable, keeping %d reports (%d dropped): %s",
+                        len(self._buffer),
+                        self.dropped,
+                        e,
+                    )
+                continue
             except StoreError as e:
                 self._error = e
+            self.unreachable = False
+            if self._logged_at is not None:
+                self._logged_at = None
+                log.warning("tautune: Redis answers again; reports sent")
 
     def _run_tasks(self) -> None:
         with self._cond:
