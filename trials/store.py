@@ -96,6 +96,20 @@ class JobStore(JobMeta, PeerStates):
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (self.store, self.job, self.trial, self.retention))
 
+    def exists(self) -> bool:
+        """Whether this Redis holds the job (a worker or head has written to it)."""
+        return bool(self.store.call(lambda c: c.exists(self.keys.schema)))
+
+    def require(self) -> JobStore:
+        """This job store, or :class:`~tuner.errors.ConfigError` when Redis does not hold
+        the job (a name mistyped, or another Redis)."""
+        if not self.exists():
+            raise ConfigError(
+                f"no job {self.job!r} in Redis at {redact(self.store.url)}; `tautune jobs` "
+                "lists the jobs it holds"
+            )
+        return self
+
     def check_schema(self) -> None:
         """Raise :class:`SchemaVersionError` if this job was written under another version."""
         found = self.store.call(lambda c: c.get(self.keys.schema))

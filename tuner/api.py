@@ -55,6 +55,14 @@ class LRSpec:
         warmup_steps: Steps left to the workers' base schedule first.
         anneal_fraction: Fraction of ``total_steps`` at the end that decays to ``final_lr``.
         final_lr: LR at the end of the anneal.
+        metric: Reported metric the controller minimizes (default ``loss``); workers
+            report it with the others of its step, ``agent.report(step, loss=...,
+            val_loss=...)``.
+        explore_budget: Fraction of ``total_steps`` ``explore`` may spend on steps it
+            throws away (default 0.1).
+        settings: Further settings of the method, by name (``tie_t``, ``prune_t``,
+            ``candidates``, ...; ``tautune attach --help`` lists them); a name the method
+            does not know is a :class:`~tuner.errors.ConfigError`.
     """
 
     init_lr: float
@@ -66,11 +74,16 @@ class LRSpec:
     warmup_steps: int = 0
     anneal_fraction: float = 0.2
     final_lr: float = 0.0
+    metric: str | None = None
+    explore_budget: float | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def to_spec(self) -> dict[str, Any]:
         """The controller spec (JSON data) the head is started with."""
         known = lr_settings(self.method) | {"method"}
-        spec = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k in known}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        spec = {k: v for k, v in fields.items() if v is not None and k in known}
+        spec.update(self.settings)  # not filtered: a misspelt name is an error, not dropped
         check_spec(spec)  # validates
         return spec
 

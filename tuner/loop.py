@@ -62,17 +62,21 @@ class Loop(ABC):
     def finish(self) -> None: ...
 
     def run(self) -> None:
+        away = False  # Redis was unreachable: self.error says so until it answers again
         while not self._stop.is_set():
             try:
                 self.store.clear_detach()  # a request made while no head ran is stale
                 self.resync()
+                if away:
+                    away, self.error = False, None
+                    log.warning("tautune head %s: Redis answers again; resumed", self.store.job)
                 while not self._stop.is_set():
                     self.step()
                 self.finish()
                 self.store.release(None)
                 return
             except StoreUnavailableError as e:
-                self.error = str(e)
+                away, self.error = True, str(e)
                 log.warning("tautune head %s: %s; retrying", self.store.job, e)
                 self._stop.wait(1.0)
             except StoreError as e:

@@ -178,6 +178,7 @@ class PopulationLoop(Loop):
         if decision is not None:
             self.versions[i] += 1
             self.committed += 1
+            log.info("tautune head %s trial %d: %s", self.store.job, i, decision.brief())
             self.next_stage[i] = max(self.next_stage[i], decision.stage + 1)
             self.advise(self.controller.advice())
         self.pending = [[] for _ in self.trials]

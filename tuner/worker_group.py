@@ -70,7 +70,9 @@ def check_resources(
     Raises:
         ConfigError: ``local`` (a Ray started for this call, which no autoscaler grows) and
             one worker asks for more of a resource than the whole cluster has, such as a
-            GPU on a machine without one; on a cluster that is only a warning.
+            GPU on a machine without one, or all ``workers`` together do (every worker
+            starts before any trains, so they must fit at once); on a cluster that is only
+            a warning.
     """
     import ray
 
@@ -91,16 +93,20 @@ def check_resources(
         log.warning("tautune: %s; waiting for the cluster to grow", what)
         return
     short = sorted(k for k, v in need.items() if have.get(k, 0.0) < workers * v)
-    if short:
-        log.warning(
-            "tautune: %d workers asking for %s each need more %s than this Ray cluster has "
-            "(%s): some start only when others end, and trials that run apart do not "
-            "explore together; ask for a share (e.g. {'CPU': 0.5})",
-            workers,
-            need,
-            short,
-            holds,
+    if not short:
+        return
+    what = (
+        f"{workers} workers asking for {need} each need more {short} than this Ray cluster "
+        f"has ({holds}), and every worker must start before any trains (a trial's ranks "
+        "train together, a population's trials explore together)"
+    )
+    share = {k: round(have.get(k, 0.0) / workers, 3) for k in short}
+    if local:
+        raise ConfigError(
+            f"{what}: they would wait forever. Ask for a share that fits, e.g. "
+            f"resources_per_worker={share}, or connect to a larger cluster (ray_address=)"
         )
+    log.warning("tautune: %s; waiting for the cluster to grow (or ask for %s)", what, share)
 
 
 class WorkerGroup:

@@ -198,10 +198,13 @@ class Agent:
             StepRegressionError: ``step`` is not after the last reported step.
         """
         if step <= self._last_step:
-            raise StepRegressionError(
-                f"rank {self.rank}: reported step {step} after step {self._last_step}; steps "
-                "must increase. Nothing was recorded."
+            again = (
+                f"step {step} was reported already: pass all of a step's metrics in one call, "
+                f"report({step}, loss=..., val_loss=...)"
+                if step == self._last_step
+                else f"reported step {step} after step {self._last_step}; steps must increase"
             )
+            raise StepRegressionError(f"rank {self.rank}: {again}. Nothing was recorded.")
         if 0 <= self._last_applied < step and not self._warned_ahead:
             self._ahead_of_scheduler(step)
         applied, exploring = self._applied_at.get(step, (self._extra, self._exploring))

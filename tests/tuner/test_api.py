@@ -237,8 +237,12 @@ def test_resources_the_cluster_lacks_are_named(
         check_resources(1, {"GPU": 1}, local=False)
         assert "waiting for the cluster to grow" in caplog.text
         caplog.clear()
-        check_resources(3, None, local=True)  # they run, but not all at once
+        # every worker starts before any trains: 3 of 1 CPU on 2 would wait forever
+        with pytest.raises(ConfigError, match=r"resources_per_worker=\{'CPU': 0.667\}"):
+            check_resources(3, None, local=True)
+        check_resources(3, None, local=False)
         assert "3 workers asking for {'CPU': 1.0} each need more ['CPU']" in caplog.text
+        assert "waiting for the cluster to grow (or ask for {'CPU': 0.667})" in caplog.text
         caplog.clear()
         check_resources(3, {"CPU": 0.5}, local=True)
         assert caplog.text == ""

@@ -76,6 +76,7 @@ def test_attach_detach_reattach_on_a_running_job(redis_server: EmbeddedRedis, st
         assert _cli("detach", job_name, env=env).wait(timeout=60) == 0
         out1, _ = first.communicate(timeout=30)
         assert first.returncode == 0 and "detached" in out1, out1
+        assert "  v1 stage " in out1, out1  # every decision it wrote, the first one too
         stored1 = job.load_state("lr")
         # the default method, auto, picked stagewise: with --no-restore, train.py cannot restore
         assert stored1 is not None and stored1["choice"] == "stagewise"

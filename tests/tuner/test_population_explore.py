@@ -261,6 +261,28 @@ def test_trials_that_cannot_restore_get_init_lr_decayed_to_the_end() -> None:
     assert (d.lr, d.lr_end, d.until_step) == (_config().init_lr, 0.0, TOTAL)
 
 
+def test_trials_too_far_in_for_a_stage_are_told_why_nothing_was_explored() -> None:
+    ctl = PopulationExplore(_config(), 2)
+    for t in range(2):
+        _report(ctl, t, 0)
+    assert ctl.advice() is None
+    far = (TOTAL - 5, 0)  # trial 0 was promised nearly the whole run before trial 1 reported
+    d = ctl.propose(1, _plan(far, (0, 0), 1))
+    assert d is not None and d.from_step > TOTAL - 5 and not d.moves_state
+    ctl.accept(1, d.with_version(1))
+    advice = ctl.advice()
+    assert advice is not None and advice.startswith("no exploration: when all 2 trials")
+    assert f"through {TOTAL - 5}" in advice and f"total_steps {TOTAL}" in advice
+    # workers that cannot restore are no such case (and get init_lr decayed instead)
+    other = PopulationExplore(_config(), 2)
+    for t in range(2):
+        _report(other, t, 0, restorable=0.0)
+    d = other.propose(1, _plan(far, (0, 0), 1))
+    assert d is not None
+    other.accept(1, d.with_version(1))
+    assert other.advice() is None
+
+
 def test_no_decision_before_every_trial_has_reported() -> None:
     ctl = PopulationExplore(_config(), 2)
     _report(ctl, 0, 0)

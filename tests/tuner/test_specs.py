@@ -101,3 +101,26 @@ def test_a_whole_float_counts_as_an_int_and_an_int_as_a_float() -> None:
         parse_mixture_spec("arms=a/b,tau=x")
     with pytest.raises(ConfigError, match="population: init_lr must be a number, got 'x'"):
         build_population_controller({"init_lr": "x"}, 3)
+
+
+def test_lr_spec_carries_the_metric_the_budget_and_any_setting_by_name() -> None:
+    from tuner.api import LRSpec
+
+    spec = LRSpec(
+        init_lr=1e-3,
+        total_steps=1000,
+        metric="val_loss",
+        explore_budget=0.05,
+        settings={"tie_t": 1.5, "prune_t": 0.0},
+    ).to_spec()
+    assert spec["metric"] == "val_loss" and spec["explore_budget"] == 0.05
+    assert spec["tie_t"] == 1.5 and spec["prune_t"] == 0.0
+    assert "settings" not in spec
+    # a setting the method does not know is named, not dropped
+    with pytest.raises(ConfigError, match="tie_tt"):
+        LRSpec(init_lr=1e-3, settings={"tie_tt": 1.5}).to_spec()
+    # the named fields a method does not know are left out of its spec, as tau for explore
+    assert (
+        "explore_budget"
+        not in LRSpec(init_lr=1e-3, method="stagewise", explore_budget=0.05).to_spec()
+    )

@@ -171,9 +171,12 @@ def test_step_regression_raises_and_changes_nothing(store: Store, make_agent: Ma
     job = store.job("regress")
     agent = make_agent(job, 0, flush_every=1000, flush_interval_s=30.0)
     agent.report(5, loss=1.0)
-    for bad in (5, 3, 0):
+    for bad in (3, 0):
         with pytest.raises(StepRegressionError, match=f"step {bad} after step 5"):
             agent.report(bad, loss=9.0)
+    # a second call for one step (a validation loss reported apart) says how to do it
+    with pytest.raises(StepRegressionError, match=r"step 5 was reported already: pass all"):
+        agent.report(5, val_loss=9.0)
     agent.report(6, loss=0.9)
     agent.flush()
     assert [(r.step, r.metrics["loss"]) for r in job.all_reports()] == [(5, 1.0), (6, 0.9)]

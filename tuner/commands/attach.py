@@ -12,7 +12,7 @@ from rich.console import Console
 
 from trials.store import Store
 from tuner.commands.submit import check_population
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, StoreUnavailableError
 from tuner.head import HeadLoop, find_head, start_head
 from tuner.population_head import PopulationLoop
 from tuner.records import Decision
@@ -57,10 +57,10 @@ def attach(
         loop.stop()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    seen = [len(s.decisions()) for s in stores]  # before the head writes any
     thread = threading.Thread(target=loop.run, name="tautune-head", daemon=True)
     thread.start()
     console.print(f"attached to job [bold]{job}[/]; the head runs here (Ctrl-C to stop)")
-    seen = [len(s.decisions()) for s in stores]
     committed = 0
     announced = False
     try:
@@ -80,7 +80,11 @@ def attach(
                 continue  # nothing new written: no need to read the decisions again
             committed = loop.committed
             for i, store in enumerate(stores):
-                decisions = store.decisions()
+                try:
+                    decisions = store.decisions()
+                except StoreUnavailableError:  # the head says so and retries; so do we
+                    committed = -1
+                    break
                 for d in decisions[seen[i] :]:
                     lr = f"{d.lr:.3g}" if d.lr is not None else "base"
                     end = f"{d.until_step}" if d.until_step is not None else "on"
@@ -111,7 +115,7 @@ def detach(
 ) -> int:
     """Ask the job's head to leave the last decision in force and stop; wait for it."""
     console = console or Console()
-    job_store = Store.connect(redis_url).job(job)
+    job_store = Store.connect(redis_url).job(job).require()
     if not job_store.head_alive():
         console.print(f"job {job!r} has no live head; nothing to detach")
         return 0

@@ -239,11 +239,7 @@ def status(
     job: str, redis_url: str, *, as_json: bool = False, console: Console | None = None
 ) -> int:
     console = console or Console()
-    store = Store.connect(redis_url)
-    if job not in store.jobs():
-        console.print(f"[red]no job {job!r} in this Redis[/]; `tautune jobs` lists them")
-        return 1
-    data = job_status(store.job(job))
+    data = job_status(Store.connect(redis_url).job(job).require())
     if as_json:
         print(json.dumps(data, indent=2, default=str))
     else:

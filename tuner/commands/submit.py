@@ -145,7 +145,7 @@ def stop(
 ) -> int:
     """Stop a submitted job (its head checkpoints and stops with it)."""
     console = console or Console()
-    job_store = Store.connect(redis_url).job(job)
+    job_store = Store.connect(redis_url).job(job).require()
     meta = job_store.meta()
     submission_id = meta.get("submission_id")
     if submission_id is None:

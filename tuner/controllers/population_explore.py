@@ -265,8 +265,18 @@ class PopulationExplore(PopulationController):
         }
 
     def advice(self) -> str | None:
-        """What the stage says about the trials when candidates did not begin at trial 0's
-        loss at the stage's start (:func:`unpaired_trials`)."""
+        """What the stage says about the trials: that it could not start before the run's
+        end, or that candidates did not begin at trial 0's loss at the stage's start
+        (:func:`unpaired_trials`)."""
+        late = None if self.phase is None else self.phase.get("late")
+        if late is not None:
+            return (
+                f"no exploration: when all {self.trials} trials had reported, one was promised "
+                f"its steps through {late}, and a stage from step {self.phase['from']} does "
+                f"not fit in total_steps {self.config.total_steps}; every trial trains on untuned "
+                f"(init_lr {self.config.init_lr:.3g}). Trials whose steps take under a millisecond outrun the head; "
+                "give the run more steps, or tune one trial (no population)"
+            )
         unpaired = None if self.result is None else self.result.get("unpaired")
         if not unpaired:
             return None
@@ -328,7 +338,8 @@ class PopulationExplore(PopulationController):
             probe, _, tail = c.lengths(every)
             fits = c.total_steps is None or start + 2 * (probe + tail) <= c.total_steps
             if not all(self.restorable) or not fits:
-                return {"id": 1, "role": "hold", "from": start, "lr": c.init_lr}
+                why = {"late": ahead} if all(self.restorable) else {}
+                return {"id": 1, "role": "hold", "from": start, "lr": c.init_lr, **why}
             cands = first_round(c.init_lr, self.trials, c.bounds)
             return self._round(1, start, cands, every)
         if last["role"] == "probe":
