@@ -273,9 +273,10 @@ class PopulationExplore(PopulationController):
             return (
                 f"no exploration: when all {self.trials} trials had reported, one was promised "
                 f"its steps through {late}, and a stage from step {self.phase['from']} does "
-                f"not fit in total_steps {self.config.total_steps}; every trial trains on untuned "
-                f"(init_lr {self.config.init_lr:.3g}). Trials whose steps take under a millisecond outrun the head; "
-                "give the run more steps, or tune one trial (no population)"
+                f"not fit in total_steps {self.config.total_steps}; every trial trains on "
+                f"untuned (init_lr {self.config.init_lr:.3g}). Trials whose steps take under a "
+                "millisecond outrun the head: give the run more steps, or tune one trial "
+                "(no population)"
             )
         unpaired = None if self.result is None else self.result.get("unpaired")
         if not unpaired:
