@@ -269,7 +269,7 @@ class PopulationExplore(PopulationController):
         end, or that candidates did not begin at trial 0's loss at the stage's start
         (:func:`unpaired_trials`)."""
         late = None if self.phase is None else self.phase.get("late")
-        if late is not None:
+        if self.phase is not None and late is not None:
             return (
                 f"no exploration: when all {self.trials} trials had reported, one was promised "
                 f"its steps through {late}, and a stage from step {self.phase['from']} does "
