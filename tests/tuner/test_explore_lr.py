@@ -415,6 +415,32 @@ def test_sparse_reports_restart_the_stage_with_probes_long_enough_to_score() -> 
     assert twin.every == 10 and twin.state_dict() == ctl.state_dict()
 
 
+def test_a_metric_sparser_than_the_reports_is_waited_for_and_probed_long_enough() -> None:
+    # val_loss every 10 steps, loss every step: once the reports are past the only val_loss
+    # so far, the first stage waits for the second one (the interval), so that its probes
+    # hold enough of them (before, they had the every-step length and held one or none)
+    cfg = ExploreConfig(init_lr=0.2, total_steps=STEPS, metric="val_loss")
+    ctl = ExploreLR(cfg)
+
+    def report(step: int) -> None:
+        metrics = {"loss": 1.0, "restorable": 1.0} | ({"val_loss": 1.0} if step % 10 == 0 else {})
+        ctl.observe([Report(rank=0, step=step, metrics=metrics)])
+
+    for step in range(6):
+        report(step)
+    assert ctl.propose(Plan(horizon=5, last_step=5, next_stage=0)) is None
+    for step in range(6, 11):
+        report(step)
+    first = ctl.propose(Plan(horizon=10, last_step=10, next_stage=0))
+    assert first is not None and first.from_step == 11 and _role(first) == "probe"
+    assert first.info["segment"]["every"] == 10
+    assert first.until_step is not None and (first.until_step - first.from_step) % 10 == 0
+    # a metric on every report is not waited for: the stage starts at the first one
+    every_step = ExploreLR(ExploreConfig(init_lr=0.2, total_steps=STEPS))
+    every_step.observe([Report(rank=0, step=0, metrics={"loss": 1.0, "restorable": 1.0})])
+    assert every_step.propose(Plan(horizon=0, last_step=0, next_stage=0)) is not None
+
+
 def test_reports_too_sparse_for_the_run_give_up_back_at_init_lr() -> None:
     # Every 100 steps: 8 reports per probe would not fit; the stage is abandoned, back at
     # its snapshot and init_lr, decaying to the end (what the run would have done untuned).
@@ -422,6 +448,9 @@ def test_reports_too_sparse_for_the_run_give_up_back_at_init_lr() -> None:
     first, commit = ctl.accepted[0], ctl.accepted[-1]
     assert commit.kind is DecisionKind.COMMIT and commit.restore_from == first.from_step
     assert commit.lr == 0.2 and commit.until_step == STEPS and commit.lr_end == 0.0
+    advice = ctl.advice()  # the head logs it and `tautune status` shows it
+    assert advice is not None and "stage 0: no candidate could be scored: 'loss' came at" in advice
+    assert "Report 'loss' more often" in advice
 
 
 def test_a_state_from_before_report_intervals_loads_as_every_step() -> None:

@@ -35,6 +35,9 @@ def start_loss(curve: StepCurve, cands: Sequence[Candidate]) -> float | None:
     return None
 
 
+MIN_SCORED = 4
+"""Reports of the metric a probe and its cool-down need at the least to be scored."""
+
 PAIRED_RTOL = 1e-4
 """Relative difference beyond which a candidate's first loss is not the stage's start loss
 (the same weights on the same batch give the same loss; summing ranks in another order, or

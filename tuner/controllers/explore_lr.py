@@ -250,6 +250,16 @@ class ExploreLR(StagedLRController):
     def advice(self) -> str | None:
         """What the last stage whose candidates did not start alike (their first losses
         differ from the stage's start loss) says about the workers."""
+        sparse = next((s for s in reversed(self.stages) if s.get("too_sparse")), None)
+        if sparse is not None:
+            got, metric = sparse["too_sparse"], self.config.metric
+            return (
+                f"stage {sparse['stage']}: no candidate could be scored: {metric!r} came at "
+                f"{got['reports']} of the stage's {got['steps']} steps"
+                + (f" (every {got['every']})" if got["every"] > 1 else "")
+                + f", too few to score a probe; training went on at {sparse['lr']:.3g}. Report "
+                f"{metric!r} more often (with the loss of its step), or give the run more steps"
+            )
         stage = next((s for s in reversed(self.stages) if s.get("unpaired")), None)
         if stage is None:
             return None
@@ -284,6 +294,12 @@ class ExploreLR(StagedLRController):
             # report has said what it is
             rising = self.warming_up or (self.warming_up is None and self.base_lr is not None)
             if rising and not trouble and plan.last_step < self._warmup_cap():
+                return None
+            # the metric comes with fewer reports than the others (a validation loss every
+            # N steps): wait until two say how often, or probes would be too short to hold it
+            seen = self.curve.window(0, plan.last_step + 1)[0]
+            sparse = len(seen) < 2 and plan.last_step > (seen[-1] if seen else -1)
+            if sparse and not trouble and plan.last_step < self._warmup_cap():
                 return None
             start = max(c.first_stage, plan.horizon + 1)
             if trouble:

@@ -231,6 +231,12 @@ def finish_stage(ctl: ExploreLR, seg: dict[str, Any]) -> None:
             if "score" in cand:
                 ctl.gp.observe(cand["lr"], (cand["score"] - mid) / spread, progress=p)
     unpaired = {} if seg.get("abandoned") else scoring.unpaired(ctl.curve, ctl.cands)
+    sparse = None  # nothing scored for want of reports of the metric: say how many came
+    if not scores and not seg.get("abandoned"):
+        got = len(ctl.curve.window(ctl.stage_start, seg["from"])[0])
+        if got < scoring.MIN_SCORED * len(ctl.cands):
+            span, every = seg["from"] - ctl.stage_start, seg.get("every", ctl.every)
+            sparse = {"reports": got, "steps": span, "every": every}
     ctl.stages.append(
         {
             "stage": ctl.stage,
@@ -244,6 +250,7 @@ def finish_stage(ctl: ExploreLR, seg: dict[str, Any]) -> None:
             "pruned": [j for j, c in enumerate(ctl.cands) if c.get("pruned")],
             "skipped": [j for j, c in enumerate(ctl.cands) if c["status"] == "skipped"],
             **({"abandoned": seg["abandoned"]} if seg.get("abandoned") else {}),
+            **({"too_sparse": sparse} if sparse is not None else {}),
             **(
                 {"unpaired": unpaired, "start_loss": scoring.start_loss(ctl.curve, ctl.cands)}
                 if unpaired
