@@ -325,9 +325,9 @@ class ExploreLR(StagedLRController):
             return {"role": "commit", "scores": self._recorded(), "abandoned": self.restarts.last}
         j, cut = last["cand"], None
         if role == "probe" and j == 0 and last.get("part") == 1 and not last.get("restart"):
-            sparse = sparse_restart(self, last, until)
-            if sparse is not None:
-                return sparse
+            again = sparse_restart(self, last, until)
+            if again is not None:
+                return again
         if role == "probe" and last.get("part") == 1:
             # halfway: stop only on a reported divergence or dominance; the blow-up test
             # waits for the whole probe (an early bump after an LR jump often recovers)
