@@ -34,6 +34,10 @@ def redact(url: str) -> str:
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
+def _has_credentials(url: str) -> bool:
+    return bool(re.match(r"^\w+://[^/]*@", url)) or "password=" in url
+
+
 def resolve_url(url: str | None) -> str | None:
     """``url`` if given, else ``$TAUTUNE_REDIS_URL``, else ``None`` (embedded server)."""
     return url or os.environ.get(URL_ENV) or None
@@ -85,6 +89,18 @@ class Store:
         """Run ``fn(client)``, turning connection failures into :class:`StoreUnavailableError`."""
         try:
             return fn(self.client)
+        except redis.AuthenticationError as e:  # before ConnectionError, its base class
+            raise ConfigError(
+                f"Redis at {redact(self.url)} refused the credentials "
+                f"({'wrong user or password' if _has_credentials(self.url) else 'none given'}: "
+                f"{e}); put them in the URL, redis://USER:PASSWORD@HOST:PORT/DB, in --redis "
+                f"or ${URL_ENV}"
+            ) from None
+        except redis.exceptions.InvalidResponse as e:
+            raise ConfigError(
+                f"{redact(self.url)} did not answer as a Redis server does ({e}); check the "
+                f"host and port in --redis or ${URL_ENV}"
+            ) from None
         except _CONNECTION_ERRORS as e:
             raise StoreUnavailableError(
                 f"Redis at {redact(self.url)} is unreachable after {self.retries} retries with "
