@@ -202,11 +202,13 @@ class Decision:
             )
         if self.stage < 0 or self.from_step < 0:
             raise ConfigError(
-                f"stage and from_step must be >= 0, got {self.stage=}, {self.from_step=}"
+                f"stage and from_step must be >= 0, got stage={self.stage}, "
+                f"from_step={self.from_step}"
             )
         if self.until_step is not None and self.until_step <= self.from_step:
             raise ConfigError(
-                f"until_step must be after from_step, got {self.from_step=}, {self.until_step=}"
+                f"until_step must be after from_step, got from_step={self.from_step}, "
+                f"until_step={self.until_step}"
             )
         for name, value in (("lr", self.lr), ("lr_end", self.lr_end)):
             if value is not None and (not math.isfinite(value) or value < 0):

@@ -484,3 +484,16 @@ def test_the_first_stage_waits_for_the_base_schedules_warmup(warmup: int) -> Non
     twin = ExploreLR(cfg)
     twin.load_state_dict(ctl.state_dict())
     assert twin.state_dict() == ctl.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"total_steps": -10}, "total_steps must be >= 1, got total_steps=-10"),
+        ({"total_steps": 1000, "warmup_steps": 2000}, "warmup_steps=2000 and explore_at=0.0"),
+        ({"explore_budget": 1.5}, "got explore_budget=1.5"),
+    ],
+)
+def test_explore_config_errors_name_the_setting(settings: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        ExploreConfig(init_lr=1e-3, **settings)

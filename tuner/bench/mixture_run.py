@@ -59,7 +59,7 @@ class RunSpec:
         if given != 1:
             raise ConfigError(f"give one of weights, schedule, controller; got {given} ({self})")
         if self.steps < 1 or self.eval_every < 1:
-            raise ConfigError(f"steps and eval_every must be >= 1, got {self.steps=}")
+            raise ConfigError(f"steps and eval_every must be >= 1, got steps={self.steps}")
 
 
 class Decisions:

@@ -58,13 +58,17 @@ class AutoLRSConfig:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr_min) and math.isfinite(self.lr_max)):
-            raise ConfigError(f"LR bounds must be finite, got {self.lr_min=}, {self.lr_max=}")
+            raise ConfigError(
+                f"LR bounds must be finite, got lr_min={self.lr_min}, lr_max={self.lr_max}"
+            )
         if not 0 < self.lr_min < self.lr_max:
-            raise ConfigError(f"need 0 < lr_min < lr_max, got {self.lr_min=}, {self.lr_max=}")
+            raise ConfigError(
+                f"need 0 < lr_min < lr_max, got lr_min={self.lr_min}, lr_max={self.lr_max}"
+            )
         if self.tau < 40 or self.tau_max < self.tau:
             raise ConfigError(f"need tau >= 40 (tau' = tau/10 >= 4) and tau_max >= tau: {self}")
         if self.k < 2 or self.warmup_steps < 0:
-            raise ConfigError(f"need k >= 2 and warmup_steps >= 0, got {self.k=}")
+            raise ConfigError(f"need k >= 2 and warmup_steps >= 0, got k={self.k}")
 
 
 class AutoLRSClassic(StagedLRController):

@@ -85,14 +85,16 @@ class ExploreConfig:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.init_lr) and self.init_lr > 0):
-            raise ConfigError(f"init_lr must be a finite LR > 0, got {self.init_lr=}")
+            raise ConfigError(f"init_lr must be a finite LR > 0, got init_lr={self.init_lr}")
         lo, hi = self.bounds
         if not 0 < lo <= self.init_lr <= hi:
-            raise ConfigError(f"need 0 < lr_min <= init_lr <= lr_max, got {lo=}, {hi=}")
+            raise ConfigError(f"need 0 < lr_min <= init_lr <= lr_max, got lr_min={lo}, lr_max={hi}")
         if not 0 <= self.explore_at < 1:
-            raise ConfigError(f"explore_at must be in [0, 1), got {self.explore_at=}")
+            raise ConfigError(f"explore_at must be in [0, 1), got explore_at={self.explore_at}")
         if not 0 < self.explore_budget < 1:
-            raise ConfigError(f"explore_budget must be in (0, 1), got {self.explore_budget=}")
+            raise ConfigError(
+                f"explore_budget must be in (0, 1), got explore_budget={self.explore_budget}"
+            )
         if self.stages < 1 or self.candidates < 2:
             raise ConfigError(f"need stages >= 1 and candidates >= 2, got {self}")
         if not 0 <= self.anneal_fraction < 1 or not 0 < self.tail_fraction <= 2:
@@ -100,13 +102,20 @@ class ExploreConfig:
         if not 0 <= self.tail_end_ratio <= 1 or self.trust <= 1 or self.final_lr < 0:
             raise ConfigError("need 0 <= tail_end_ratio <= 1, trust > 1 and final_lr >= 0")
         if not 0 <= self.tie_t < math.inf:
-            raise ConfigError(f"tie_t must be a finite t >= 0, got {self.tie_t=}")
+            raise ConfigError(f"tie_t must be a finite t >= 0, got tie_t={self.tie_t}")
         if not 0 <= self.prune_t < math.inf:
-            raise ConfigError(f"prune_t must be a finite t >= 0, got {self.prune_t=}")
+            raise ConfigError(f"prune_t must be a finite t >= 0, got prune_t={self.prune_t}")
         if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps=}")
+            raise ConfigError(f"warmup_steps must be >= 0, got warmup_steps={self.warmup_steps}")
         if self.shape not in ("linear", "wsd"):
-            raise ConfigError(f"shape must be 'linear' or 'wsd', got {self.shape=}")
+            raise ConfigError(f"shape must be 'linear' or 'wsd', got shape={self.shape}")
+        if self.total_steps is not None and self.total_steps < 1:
+            raise ConfigError(f"total_steps must be >= 1, got total_steps={self.total_steps}")
+        if self.total_steps is not None and self.first_stage >= self.total_steps:
+            raise ConfigError(
+                f"warmup_steps={self.warmup_steps} and explore_at={self.explore_at} leave no "
+                f"steps of total_steps={self.total_steps} to explore"
+            )
         if self.total_steps is not None and self.probe_steps * 4 > self.stage_span:
             raise ConfigError(
                 f"total_steps={self.total_steps} is too short for {self.stages} stages of "

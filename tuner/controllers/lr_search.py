@@ -53,18 +53,25 @@ class LRSearchConfig:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.init_lr) or self.init_lr <= 0:
-            raise ConfigError(f"init_lr must be a finite LR > 0, got {self.init_lr=}")
+            raise ConfigError(f"init_lr must be a finite LR > 0, got init_lr={self.init_lr}")
         if isinstance(self.tau, bool) or not isinstance(self.tau, int) or self.tau < 4:
-            raise ConfigError(f"tau must be at least 4 optimizer steps, got {self.tau=}")
+            raise ConfigError(f"tau must be at least 4 optimizer steps, got tau={self.tau}")
         if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps=}")
+            raise ConfigError(f"warmup_steps must be >= 0, got warmup_steps={self.warmup_steps}")
         if self.total_steps is not None and self.total_steps <= self.warmup_steps:
             raise ConfigError(
                 "total_steps must exceed warmup_steps, got "
-                f"{self.total_steps=}, {self.warmup_steps=}"
+                f"total_steps={self.total_steps}, warmup_steps={self.warmup_steps}"
+            )
+        if self.total_steps is not None and self.tau > self.total_steps:
+            raise ConfigError(
+                f"tau={self.tau} is longer than the run (total_steps={self.total_steps}): no "
+                "stage would end before the run does; lower tau"
             )
         if not 0 <= self.anneal_fraction < 1:
-            raise ConfigError(f"anneal_fraction must be in [0, 1), got {self.anneal_fraction=}")
+            raise ConfigError(
+                f"anneal_fraction must be in [0, 1), got anneal_fraction={self.anneal_fraction}"
+            )
         for name, factor in (
             ("step_factor", self.step_factor),
             ("min_step_factor", self.min_step_factor),
@@ -72,14 +79,15 @@ class LRSearchConfig:
             if not (math.isfinite(factor) and factor > 1):
                 raise ConfigError(f"{name} must be a finite factor > 1, got {name}={factor!r}")
         if not (math.isfinite(self.final_lr) and self.final_lr >= 0):
-            raise ConfigError(f"final_lr must be finite and >= 0, got {self.final_lr=}")
+            raise ConfigError(f"final_lr must be finite and >= 0, got final_lr={self.final_lr}")
         lo, hi = self.bounds
         if not 0 < lo <= self.init_lr <= hi:
             raise ConfigError(
-                f"need 0 < lr_min <= init_lr <= lr_max, got {lo=}, {self.init_lr=}, {hi=}"
+                f"need 0 < lr_min <= init_lr <= lr_max, got lr_min={lo}, init_lr={self.init_lr}, "
+                f"lr_max={hi}"
             )
         if self.lead is not None and not 1 <= self.lead < self.tau // 2:
-            raise ConfigError(f"lead must be in [1, tau/2), got {self.lead=}")
+            raise ConfigError(f"lead must be in [1, tau/2), got lead={self.lead}")
 
     @property
     def bounds(self) -> tuple[float, float]:

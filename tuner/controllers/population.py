@@ -42,9 +42,9 @@ class PopulationConfig(LRSearchConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 2:
-            raise ConfigError(f"a population needs at least 2 trials, got {self.trials=}")
+            raise ConfigError(f"a population needs at least 2 trials, got trials={self.trials}")
         if self.window < 1:
-            raise ConfigError(f"window must be >= 1 stage, got {self.window=}")
+            raise ConfigError(f"window must be >= 1 stage, got window={self.window}")
 
     def offset(self, trial: int) -> float:
         """``z_trial`` in ``[-1, 1]``."""

@@ -47,7 +47,7 @@ class StagewiseConfig(LRSearchConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.window < 4:
-            raise ConfigError(f"window must hold at least 4 stages, got {self.window=}")
+            raise ConfigError(f"window must hold at least 4 stages, got window={self.window}")
 
 
 class StagewiseLR(LRController):

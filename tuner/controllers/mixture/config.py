@@ -73,7 +73,9 @@ class MixtureConfig:
         if self.lead is not None:
             integer("lead", self.lead, lo=1)
             if self.lead >= self.tau // 2:
-                raise ConfigError(f"lead must be in [1, tau/2), got lead={self.lead} ({self.tau=})")
+                raise ConfigError(
+                    f"lead must be in [1, tau/2), got lead={self.lead} (tau={self.tau})"
+                )
         integer("warmup_steps", self.warmup_steps, lo=0)
         if self.total_steps is not None:
             integer("total_steps", self.total_steps, lo=self.warmup_steps + 1)
