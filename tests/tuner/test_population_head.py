@@ -105,7 +105,19 @@ def test_status_of_a_population_job_shows_every_trial(store: Store, method: str)
     assert all(t["reports"] == 50 and t["current"] is not None for t in status["trials"])
     expected = "population explore" if method == "explore" else "population"
     assert status["controller"]["method"] == expected
+    # the decisions are the trials', each marked with its trial, oldest first
+    shown = status["decisions"]
+    assert {d["trial"] for d in shown} == {0, 1}
+    assert shown == sorted(shown, key=lambda d: (d["from_step"], d["trial"]))
+    assert status["controller"]["reports_seen"] is not None
     console = Console(record=True, width=120)
     print_status(status, console)
     text = console.export_text()
     assert "Trials" in text and f"controller {expected}" in text
+    assert "None" not in text and "Workers" not in text  # the trials' table holds them
+    from tuner.commands.status import jobs
+
+    console = Console(record=True, width=120)
+    jobs(store.url, console=console)
+    row = next(line for line in console.export_text().splitlines() if "pop" in line)
+    assert "100" in row  # the trials' reports, not the job key's none

@@ -42,9 +42,20 @@ def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
             trials = [_trial_status(job_store.for_trial(i), i) for i in range(count)]
             break
     reports = job_store.report_count()
-    if trials:  # a population's reports are its trials'
+    shown = [json.loads(decision_to_json(d)) for d in history[-decisions:]]
+    if trials:  # a population's reports and decisions are its trials'
         reports = sum(t["reports"] for t in trials)
         last_step = max(t["last_step"] for t in trials)
+        shown = sorted(
+            (
+                {**json.loads(decision_to_json(d)), "trial": i}
+                for i in range(len(trials))
+                for d in job_store.for_trial(i).stage_decisions()[-decisions:]
+            ),
+            key=lambda d: (d["from_step"], d["trial"]),
+        )[-decisions * len(trials) :]
+        if controller is not None and controller.get("reports_seen") is None:
+            controller["reports_seen"] = reports
     return {
         "job": job_store.job,
         "head": job_store.head_info(),
@@ -54,12 +65,18 @@ def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
         "version": job_store.version(),
         "horizon": job_store.horizon(),
         "current": json.loads(decision_to_json(current)) if current else None,
-        "decisions": [json.loads(decision_to_json(d)) for d in history[-decisions:]],
+        "decisions": shown,
         "last_reports": last_reports,
         "controller": controller,
         "trials": trials,
         "warning": job_store.meta().get("warning"),
     }
+
+
+def _trial_count(job_store: JobStore) -> int:
+    """The trials of a population job (0 for any other job)."""
+    state = job_store.load_state("lr")
+    return 0 if state is None else _population_size(state)
 
 
 def _population_size(state: dict[str, Any]) -> int:
@@ -165,7 +182,7 @@ def _lr(value: float | None) -> str:
 
 def print_status(status: dict[str, Any], console: Console) -> None:
     head = status["head"]
-    head_text = f"alive (pid {head['pid']} on {head['host']})" if head else "none attached"
+    head_text = f"alive (pid {head['pid']} on {head['host']})" if head else "not attached"
     console.print(
         f"[bold]job {status['job']}[/]: head {head_text}; {len(status['workers'])} "
         f"worker(s) alive; {status['reports']} reports, last step {status['last_step']}"
@@ -183,28 +200,37 @@ def print_status(status: dict[str, Any], console: Console) -> None:
         probe = f", probe x{c['step_factor']:.2f}" if c.get("step_factor") else ""
         mixture = f", mixture by {c['mixture_method']}" if c.get("mixture_method") else ""
         restarts = c.get("restarts") or 0
+        seen = f", {c['reports_seen']} reports seen" if c.get("reports_seen") is not None else ""
         console.print(
-            f"controller {c['method']}: center lr {_lr(c['center_lr'])}{probe}{mixture}, "
-            f"{c['reports_seen']} reports seen"
+            f"controller {c['method']}: center lr {_lr(c['center_lr'])}{probe}{mixture}{seen}"
             + (f", {restarts} restart(s) or missed restore(s) seen" if restarts else "")
             + (", finished" if c["finished"] else "")
         )
+    population = bool(status.get("trials"))
     table = Table(title="Decisions (newest last)")
-    for col in ("version", "stage", "kind", "steps", "lr", "mixture", "phase"):
+    for col in ("trial",) * population + ("version", "stage", "kind", "steps", "lr"):
+        table.add_column(col)
+    for col in ("mixture", "phase"):
         table.add_column(col)
     for d in status["decisions"]:
         end = d["until_step"] if d["until_step"] is not None else "…"
         lr = _lr(d["lr"]) + (f" → {_lr(d['lr_end'])}" if d["lr_end"] is not None else "")
+        seg = d["info"].get("segment")
+        phase = (seg.get("role") if isinstance(seg, dict) else None) or d["info"].get("phase", "")
         table.add_row(
+            *((str(d["trial"]),) if population else ()),
             str(d["version"]),
             str(d["stage"]),
             d["kind"],
             f"{d['from_step']}–{end}",
             lr,
             " ".join(f"{a}={w:.2f}" for a, w in (d["mixture"] or {}).items()) or "-",
-            str(d["info"].get("phase", "")),
+            str(phase),
         )
     console.print(table)
+    if population:  # its workers are the trials' (below)
+        _print_trials(status["trials"], console)
+        return
     workers = Table(title="Workers")
     for col in ("rank", "alive", "last step", "metrics"):
         workers.add_column(col)
@@ -214,25 +240,23 @@ def print_status(status: dict[str, Any], console: Console) -> None:
             str(rank), "yes" if rank in status["workers"] else "no", str(rep["step"]), metrics
         )
     console.print(workers)
-    if status.get("trials"):
-        trials = Table(title="Trials")
-        for col in ("trial", "reports", "last step", "workers alive", "now"):
-            trials.add_column(col)
-        for t in status["trials"]:
-            cur = t["current"]
-            now = "-"
-            if cur:
-                role = cur["info"].get("segment", {}).get("role") or cur["info"].get("phase", "")
-                role = "" if role == cur["kind"] else f" ({role})"
-                now = f"{cur['kind']}{role} at lr {_lr(cur['lr'])}"
-            trials.add_row(
-                str(t["trial"]),
-                str(t["reports"]),
-                str(t["last_step"]),
-                str(t["workers_alive"]),
-                now,
-            )
-        console.print(trials)
+
+
+def _print_trials(rows: list[dict[str, Any]], console: Console) -> None:
+    trials = Table(title="Trials")
+    for col in ("trial", "reports", "last step", "workers alive", "now"):
+        trials.add_column(col)
+    for t in rows:
+        cur = t["current"]
+        now = "-"
+        if cur:
+            role = cur["info"].get("segment", {}).get("role") or cur["info"].get("phase", "")
+            role = "" if role == cur["kind"] else f" ({role})"
+            now = f"{cur['kind']}{role} at lr {_lr(cur['lr'])}"
+        trials.add_row(
+            str(t["trial"]), str(t["reports"]), str(t["last_step"]), str(t["workers_alive"]), now
+        )
+    console.print(trials)
 
 
 def status(
@@ -253,13 +277,14 @@ def jobs(redis_url: str, *, as_json: bool = False, console: Console | None = Non
     rows = []
     for name in store.jobs():
         js = store.job(name)
+        parts = [js.for_trial(i) for i in range(_trial_count(js))] or [js]
         rows.append(
             {
                 "job": name,
-                "reports": js.report_count(),
-                "decisions": js.version(),
+                "reports": sum(p.report_count() for p in parts),
+                "decisions": sum(p.version() for p in parts),
                 "head_alive": js.head_alive(),
-                "workers_alive": len(js.alive_workers()),
+                "workers_alive": sum(len(p.alive_workers()) for p in parts),
             }
         )
     if as_json:
