@@ -16,11 +16,15 @@ MIXTURE_HELP = (
     "give --lr the same tau to decide both on one grid"
 )
 LR_HELP = (
-    "controller spec as name=value pairs, e.g. init_lr=1e-3,tau=100,total_steps=5000 "
+    "controller spec as name=value pairs, e.g. init_lr=1e-3,total_steps=5000 "
     "(method=auto, the default: explore when the workers can restore a snapshot, else "
     "stagewise; or method=explore, stagewise, autolrs; also lr_min, lr_max, warmup_steps, "
-    "anneal_fraction, final_lr) or JSON"
+    "anneal_fraction, final_lr, metric (the reported metric to minimize, default loss), "
+    "explore_budget (explore's share of total_steps spent on steps it throws away, default "
+    "0.1; it sets the probe lengths), tau (stage length of stagewise and autolrs), tie_t, "
+    "prune_t; an unknown name lists every setting) or JSON"
 )
+JOB_HELP = "job name (`tautune jobs` lists the jobs a Redis holds)"
 
 
 def _redis(args: argparse.Namespace) -> str:
@@ -228,8 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     submit.set_defaults(func=_submit)
 
-    stop = sub.add_parser("stop", help="stop a job started with `tautune submit`")
-    stop.add_argument("job")
+    stop = sub.add_parser(
+        "stop",
+        help="stop a job started with `tautune submit`",
+        description=(
+            "Stop the Ray job `tautune submit` started for JOB; its head checkpoints the "
+            "controller state and stops with it. A job tuned by `tautune attach` is left "
+            "with `tautune detach` instead."
+        ),
+    )
+    stop.add_argument("job", help=JOB_HELP)
     stop.add_argument(
         "--address", default=None, help="Jobs API address (default: the one it was submitted to)"
     )
@@ -246,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
             "here until Ctrl-C or `tautune detach`."
         ),
     )
-    attach.add_argument("job")
+    attach.add_argument("job", help="job name, as the workers' TAUTUNE_JOB")
     attach.add_argument("--lr", default=None, help=LR_HELP)
     attach.add_argument("--mixture", default=None, help=MIXTURE_HELP)
     attach.add_argument(
@@ -259,8 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     detach = sub.add_parser(
         "detach",
         help="stop a job's controllers, leaving the last decision in force",
+        description=(
+            "Ask JOB's head to stop and wait for it. The workers keep training: the last "
+            "committed LR stays in force (an exploration stage under way is committed to its "
+            "best candidate so far, or sent back to its snapshot), and the controller state "
+            "stays in Redis for the next `tautune attach`. Prints what it left in force."
+        ),
     )
-    detach.add_argument("job")
+    detach.add_argument("job", help=JOB_HELP)
     detach.add_argument("--address", default=None, help="Ray cluster whose head actor to remove")
     detach.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the head (default 30)"
@@ -269,14 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     detach.set_defaults(func=_detach)
 
     status = sub.add_parser(
-        "status", help="workers, stage, LR, decisions and last reports of a job"
+        "status",
+        help="workers, stage, LR, decisions and last reports of a job",
+        description=(
+            "Show JOB's head (alive until its lease of a few seconds runs out), live workers, "
+            "the stage and LR in force, the controller's summary and warnings, its newest "
+            "decisions and each rank's last report (a population: each trial's)."
+        ),
     )
-    status.add_argument("job")
+    status.add_argument("job", help=JOB_HELP)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_redis(status)
     status.set_defaults(func=_status)
 
-    jobs = sub.add_parser("jobs", help="list the jobs a Redis holds")
+    jobs = sub.add_parser(
+        "jobs",
+        help="list the jobs a Redis holds",
+        description="List the jobs a Redis holds: reports, decisions, head and live workers.",
+    )
     jobs.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_redis(jobs)
     jobs.set_defaults(func=_jobs)

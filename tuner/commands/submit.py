@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 import uuid
@@ -15,10 +16,16 @@ from trials.keys import check_job_name
 from trials.store import Store
 from tuner.errors import ConfigError
 
+_OVERRIDES = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+
 
 def _client(address: str) -> Any:
+    """A Jobs API client for ``address``. Ray lets ``$RAY_ADDRESS`` (and
+    ``$RAY_API_SERVER_ADDRESS``) override the address a client is given, so an explicit
+    ``--address`` went to that cluster instead; they are set aside while it connects."""
     from ray.job_submission import JobSubmissionClient
 
+    saved = {k: os.environ.pop(k) for k in _OVERRIDES if k in os.environ}
     try:
         return JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -26,6 +33,8 @@ def _client(address: str) -> Any:
             f"cannot reach the Ray Jobs API at {address} ({e}); pass the dashboard address, "
             "e.g. --address http://HEAD:8265"
         ) from None
+    finally:
+        os.environ.update(saved)
 
 
 def submit(
