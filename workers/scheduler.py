@@ -60,6 +60,9 @@ class TautuneLR(LRScheduler):
         self.base = base
         self.total_steps = total_steps
         self._warned_end = False
+        self._warned_other = False
+        self._resumed = False
+        self._after_final: list[Any] | None = None  # [until_step, its LR] of a final decision
         self._ratios = [
             float(g.get("initial_lr", g["lr"])) / first_lr for g in optimizer.param_groups
         ]
@@ -80,6 +83,10 @@ class TautuneLR(LRScheduler):
         if decision is not None and not self._warned_end and decision.info.get("final"):
             self._check_end(decision.until_step)
         lr = decision.lr_at(step) if decision is not None else None
+        if decision is not None and decision.info.get("final") and decision.until_step:
+            self._after_final = [decision.until_step, decision.lr_at(decision.until_step)]
+        elif decision is None and self._after_final and step >= self._run_end():
+            lr = self._after_final[1]  # past the run and its final decay: the decay's end
         if lr is None:
             lr = self.base.lr(step)
         if self.agent is not None:
@@ -87,6 +94,11 @@ class TautuneLR(LRScheduler):
             missed = None if self.mover is None else self.mover.missed
             self.agent._applied(step, lr, decision, rewindable=rewindable, missed=missed)
         return lr
+
+    def _run_end(self) -> int:
+        """Where the run ends: ``total_steps``, else where the job's final decision does."""
+        assert self._after_final is not None
+        return max(self._after_final[0], self.total_steps or 0)
 
     def _check_end(self, until: int | None) -> None:
         self._warned_end = True
@@ -105,8 +117,31 @@ class TautuneLR(LRScheduler):
         )
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
+        self._check_untouched()
         lr = self.lr_at(max(self.last_epoch, 0))
         return [lr * ratio for ratio in self._ratios]
+
+    def _check_untouched(self) -> None:
+        """Warn once when the optimizer's LR is not the one this scheduler set last: another
+        scheduler (or code) changes it between steps, multiplying or replacing tautune's.
+        Not right after :meth:`load_state_dict` (a checkpoint's scheduler may come with a
+        fresh optimizer)."""
+        resumed = self._resumed
+        last, self._resumed = getattr(self, "_last_lr", None), False
+        if self._warned_other or not last or resumed:
+            return
+        now = float(self.optimizer.param_groups[0]["lr"])
+        if abs(now - float(last[0])) <= 1e-6 * max(abs(float(last[0])), 1e-12):
+            return
+        self._warned_other = True
+        warnings.warn(
+            f"tautune: at step {self.last_epoch} the optimizer's LR was {now:.6g}, not the "
+            f"{float(last[0]):.6g} tautune's scheduler set: something else changes it between "
+            "steps (another LR scheduler, or code that sets param_groups' lr), and tautune "
+            "sets it again at every step, so the two compound. Drop the other one and give "
+            "its shape as base=, e.g. agent.lr_scheduler(opt, base='warmup=100+cosine').",
+            stacklevel=3,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         state = {
@@ -123,3 +158,4 @@ class TautuneLR(LRScheduler):
         if base is not None:
             self.base = parse_schedule(base)
         self.__dict__.update(state)
+        self._resumed = True

@@ -208,6 +208,27 @@ def test_load_state_dict_with_an_agent_keeps_following_decisions(
     assert continued[4][0] != 0.9 and continued[5][0] == 0.9 and continued[15][0] != 0.9
 
 
+def test_after_the_final_decay_the_lr_stays_at_its_end(store: Store, make_agent: MakeAgent) -> None:
+    # the loop's last scheduler.step() moves to total_steps, which no decision covers: the
+    # optimizer keeps the decay's end (a checkpoint or a logged LR), not the base schedule's
+    job = store.job("after")
+    final = Decision(
+        stage=0,
+        kind=DecisionKind.COMMIT,
+        from_step=0,
+        until_step=40,
+        lr=0.5,
+        lr_end=0.0,
+        info={"final": True},
+    )
+    _commit(job, final)
+    opt = _optimizer(0.1)
+    sched = make_agent(job, 0).lr_scheduler(opt, total_steps=40)
+    used = _run(opt, sched, 40)
+    assert used[0][0] == 0.5 and used[-1][0] == pytest.approx(0.5 / 40)
+    assert opt.param_groups[0]["lr"] == 0.0 and sched.last_epoch == 40
+
+
 # -- reports carry the LR ------------------------------------------------------------------------
 
 
@@ -314,3 +335,32 @@ def test_a_final_decision_that_ends_elsewhere_than_the_loop_warns_once(
         assert said == []
     else:
         assert len(said) == 1 and match in said[0] and "total_steps=60" in said[0], said
+
+
+def test_a_second_scheduler_changing_the_lr_is_warned_about_once() -> None:
+    opt = _optimizer(0.1)
+    sched = TautuneLR(opt, None, base="cosine", total_steps=100)
+    own = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(20):
+            opt.step()
+            sched.step()
+            own.step()  # the user's warmup, stepped after tautune's: the two compound
+    said = [str(w.message) for w in caught if "something else changes it" in str(w.message)]
+    assert len(said) == 1 and "base='warmup=100+cosine'" in said[0]
+
+
+def test_no_warning_from_tautunes_scheduler_alone_nor_after_a_resume() -> None:
+    opt = _optimizer(0.1, 0.3)
+    sched = TautuneLR(opt, None, base="warmup=10+cosine", total_steps=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _run(opt, sched, 25)
+        state = json.loads(json.dumps(sched.state_dict()))
+        fresh_opt = _optimizer(0.1, 0.3)  # a checkpoint's scheduler, a fresh optimizer
+        fresh = TautuneLR(fresh_opt, None)
+        fresh.load_state_dict(state)
+        fresh_opt.step()  # at the optimizer's own LR, as the test above
+        fresh.step()
+        _run(fresh_opt, fresh, 10)
