@@ -98,7 +98,7 @@ class TautuneLR(LRScheduler):
     def _run_end(self) -> int:
         """Where the run ends: ``total_steps``, else where the job's final decision does."""
         assert self._after_final is not None
-        return max(self._after_final[0], self.total_steps or 0)
+        return max(int(self._after_final[0]), self.total_steps or 0)
 
     def _check_end(self, until: int | None) -> None:
         self._warned_end = True
