@@ -103,7 +103,7 @@ class JobStore(JobMeta, PeerStates):
     def require(self) -> JobStore:
         """This job store, or :class:`~tuner.errors.ConfigError` when Redis does not hold
         the job (a name mistyped, or another Redis)."""
-        if not self.exists():
+        if not self.exists() and not self.head_alive():
             raise ConfigError(
                 f"no job {self.job!r} in Redis at {redact(self.store.url)}; `tautune jobs` "
                 "lists the jobs it holds"

@@ -58,9 +58,15 @@ def attach(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     seen = [len(s.decisions()) for s in stores]  # before the head writes any
+    known = job_store.exists()
     thread = threading.Thread(target=loop.run, name="tautune-head", daemon=True)
     thread.start()
     console.print(f"attached to job [bold]{job}[/]; the head runs here (Ctrl-C to stop)")
+    if not known:  # a head may come first; a mistyped name looks the same
+        console.print(
+            f"job {job!r} has no workers in this Redis yet: the head decides once they report "
+            f"(TAUTUNE_JOB={job}; `tautune jobs` lists the jobs it holds)"
+        )
     committed = 0
     announced = False
     try:
