@@ -1,9 +1,12 @@
-"""What an exploring controller tells the user when its candidates did not start alike:
-restored to one state, each must begin at the same loss on the same batch."""
+"""What an exploring controller tells the user: that its candidates did not start alike
+(restored to one state, each must begin at the same loss on the same batch), that a stage
+had too few reports of its metric to score anything, or that a population's trials ran
+too far ahead for a stage to fit."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 FIX = (
     "Hand the scheduler what the batches come from (agent.lr_scheduler(..., sampler=...): for "
@@ -25,4 +28,29 @@ def unpaired_advice(
     return (
         f"{what} (by candidate LR {by_lr}), so they were compared on different batches. "
         + FIX.format(peers=take)
+    )
+
+
+def sparse_advice(stage: Mapping[str, Any], metric: str) -> str:
+    """A stage that scored no candidate for want of reports of ``metric``
+    (``stage["too_sparse"]``: ``{"reports", "steps", "every"}``)."""
+    got = stage["too_sparse"]
+    every = f" (every {got['every']})" if got["every"] > 1 else ""
+    return (
+        f"stage {stage['stage']}: no candidate could be scored: {metric!r} came at "
+        f"{got['reports']} of the stage's {got['steps']} steps{every}, too few to score a "
+        f"probe; training went on at {stage['lr']:.3g}. Report {metric!r} more often (with "
+        "the loss of its step), or give the run more steps"
+    )
+
+
+def late_advice(trials: int, promised: int, start: int, total: int | None, lr: float) -> str:
+    """A population whose trials were promised steps so far ahead by the time all had
+    reported that a stage from ``start`` does not fit in the run."""
+    return (
+        f"no exploration: when all {trials} trials had reported, one was promised its steps "
+        f"through {promised}, and a stage from step {start} does not fit in total_steps "
+        f"{total}; every trial trains on untuned (init_lr {lr:.3g}). Trials whose steps take "
+        "under a millisecond outrun the head: give the run more steps, or tune one trial "
+        "(no population)"
     )

@@ -111,7 +111,7 @@ from typing import Any
 
 from tuner.bo.surrogate import LRSurrogate
 from tuner.controllers import candidate_scores as scoring
-from tuner.controllers.advice import unpaired_advice
+from tuner.controllers.advice import sparse_advice, unpaired_advice
 from tuner.controllers.base import Plan
 from tuner.controllers.explore_config import ExploreConfig, report_interval
 from tuner.controllers.explore_segments import (
@@ -248,18 +248,12 @@ class ExploreLR(StagedLRController):
             raise ConfigError(f"ExploreLR state is malformed: {e!r}") from None
 
     def advice(self) -> str | None:
-        """What the last stage whose candidates did not start alike (their first losses
-        differ from the stage's start loss) says about the workers."""
+        """What the last stage that scored nothing for want of reports, or whose candidates
+        did not start alike (their first losses differ from the stage's start loss), says
+        about the workers."""
         sparse = next((s for s in reversed(self.stages) if s.get("too_sparse")), None)
         if sparse is not None:
-            got, metric = sparse["too_sparse"], self.config.metric
-            return (
-                f"stage {sparse['stage']}: no candidate could be scored: {metric!r} came at "
-                f"{got['reports']} of the stage's {got['steps']} steps"
-                + (f" (every {got['every']})" if got["every"] > 1 else "")
-                + f", too few to score a probe; training went on at {sparse['lr']:.3g}. Report "
-                f"{metric!r} more often (with the loss of its step), or give the run more steps"
-            )
+            return sparse_advice(sparse, self.config.metric)
         stage = next((s for s in reversed(self.stages) if s.get("unpaired")), None)
         if stage is None:
             return None

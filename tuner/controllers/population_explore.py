@@ -54,7 +54,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from tuner.controllers.advice import unpaired_advice
+from tuner.controllers.advice import late_advice, unpaired_advice
 from tuner.controllers.base import Plan, PopulationController
 from tuner.controllers.curves import StepCurve
 from tuner.controllers.explore_config import ExploreConfig, report_interval
@@ -270,14 +270,8 @@ class PopulationExplore(PopulationController):
         (:func:`unpaired_trials`)."""
         late = None if self.phase is None else self.phase.get("late")
         if self.phase is not None and late is not None:
-            return (
-                f"no exploration: when all {self.trials} trials had reported, one was promised "
-                f"its steps through {late}, and a stage from step {self.phase['from']} does "
-                f"not fit in total_steps {self.config.total_steps}; every trial trains on "
-                f"untuned (init_lr {self.config.init_lr:.3g}). Trials whose steps take under a "
-                "millisecond outrun the head: give the run more steps, or tune one trial "
-                "(no population)"
-            )
+            c = self.config
+            return late_advice(self.trials, late, self.phase["from"], c.total_steps, c.init_lr)
         unpaired = None if self.result is None else self.result.get("unpaired")
         if not unpaired:
             return None
