@@ -250,15 +250,15 @@ def tune(
         head = None
         groups: list[WorkerGroup] = []
         try:
+            check_resources(
+                num_workers * len(trial_ids), resources_per_worker, local=rt.ray_started
+            )
             if spec is not None:
                 start_head(job, rt.redis_url, spec, trials=population)
                 # train once the head holds its lease: a short run could otherwise finish
                 # (or pass the first stage's start) before the head has loaded
                 if not rt.store.job(job).wait_for_head(HEAD_WAIT_S):
                     log.warning("tautune: the head of %s is not up after %.0fs", job, HEAD_WAIT_S)
-            check_resources(
-                num_workers * len(trial_ids), resources_per_worker, local=rt.ray_started
-            )
             for trial in trial_ids:
                 env = {"TAUTUNE_JOB": job, "TAUTUNE_REDIS_URL": rt.redis_url}
                 if trial is not None:
