@@ -152,14 +152,25 @@ class HeadLoop(Loop):
         self._reports_taken += len(reports)
         if self._reports_taken < CHECK_AFTER:
             return
-        missing = [m for m in self.controller.metrics() if m not in self._seen_metrics]
+        seen = self._seen_metrics
+        missing = [  # "arm_loss/*": any metric under that prefix
+            m
+            for m in self.controller.metrics()
+            if not (any(s.startswith(m[:-1]) for s in seen) if m.endswith("*") else m in seen)
+        ]
         if not missing:
             return
-        carried = sorted(self._seen_metrics - set(AGENT_METRICS))
+        carried = sorted(seen - set(AGENT_METRICS))
+        per_arm = any(m.endswith("*") for m in missing)
+        fix = (
+            "Report each arm's loss with the batch's (workers.arm_loss.arm_metrics, "
+            "split_loss_by_arm)"
+            if per_arm
+            else "Report it, or name the metric in the spec (--lr metric=NAME, LRSpec(metric=...))"
+        )
         self.warning = (
             f"the first {self._reports_taken} reports carry no {', '.join(map(repr, missing))}, "
-            f"which the controller learns from; they carry {carried}. Report it, or name the "
-            "metric in the spec (--lr metric=NAME, LRSpec(metric=...))"
+            f"which the controller learns from; they carry {carried}. {fix}"
         )
         log.warning("tautune head %s: %s", self.store.job, self.warning)
         self.store.set_meta(warning=self.warning)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -82,6 +83,12 @@ class Loop(ABC):
             except StoreError as e:
                 self.error = str(e)
                 log.error("tautune head %s stopped: %s", self.store.job, e)
+                return
+            except Exception as e:  # a controller's bug: say so, and free the job's lease
+                self.error = f"{type(e).__name__}: {e}"
+                log.exception("tautune head %s stopped by an error", self.store.job)
+                with contextlib.suppress(StoreError):
+                    self.store.release(None)
                 return
 
     def stop(self) -> None:

@@ -76,8 +76,9 @@ class TautuneLR(LRScheduler):
                 raise ConfigError(
                     f"decision v{decision.version} asks every rank to snapshot or restore its "
                     f"training state at step {step}, and this worker cannot: pass model= (and "
-                    "sampler=, if any) to agent.lr_scheduler(), or run the job with an LR "
-                    "controller that does not restore (lr.restore=false)"
+                    "sampler=, if any) to agent.lr_scheduler(), or tune the job with "
+                    "method=stagewise (or auto, which picks it for workers that cannot "
+                    "restore); explore and autolrs restore"
                 )
             self.mover.apply(step, decision)
         if decision is not None and not self._warned_end and decision.info.get("final"):

@@ -52,6 +52,26 @@ def test_stages_follow_one_another_and_stop_at_total_steps() -> None:
     third = _accept(ctl, Plan(horizon=46, last_step=42), 3)
     assert (third.stage, third.from_step, third.until_step) == (2, 47, 50)
     assert ctl.done and ctl.propose(Plan(horizon=49, last_step=49)) is None
+    # the last stage is final: its workers do not wait at its end for a decision after it
+    assert third.info.get("final") and not first.info.get("final")
+    assert not second.info.get("final")
+
+
+@pytest.mark.parametrize("method", sorted(ALGORITHMS))
+def test_every_arm_pinned_plays_the_pins_every_stage(method: str) -> None:
+    ctl = build_mixture(
+        {"method": method, "arms": ["a", "b"], "pinned": {"a": 0.7, "b": 0.3}, "tau": 10}
+        | {"total_steps": 40}
+    )
+    decisions = []
+    for step in range(40):
+        version = len(decisions)
+        ctl.observe([_report(step, version or None, a=0.5 + step % 3, b=0.1)])
+        while (d := ctl.propose(Plan(horizon=step, last_step=step))) is not None:
+            decisions.append(d.with_version(len(decisions) + 1))
+            ctl.accept(decisions[-1])
+    assert len(decisions) == 4 and ctl.done
+    assert all(d.mixture == {"a": 0.7, "b": 0.3} for d in decisions)
 
 
 def test_first_stage_starts_after_the_horizon_and_a_late_head_does_not_decide_the_past() -> None:

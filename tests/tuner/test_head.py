@@ -158,6 +158,26 @@ def test_reports_without_the_controllers_metric_are_a_warning_in_status(
     assert job_status(job)["warning"] is None
 
 
+@pytest.mark.parametrize("per_arm", [True, False])
+def test_a_mixture_without_per_arm_reports_is_a_warning(store: Store, per_arm: bool) -> None:
+    from tuner.head import HeadLoop
+    from tuner.records import Report
+    from tuner.specs import build_controller
+
+    job = store.job(f"arms-{per_arm}")
+    spec = {"method": "exp3s", "arms": ["easy", "noise"], "tau": 20, "total_steps": 400}
+    loop = HeadLoop(job, build_controller(spec))
+    loop.resync()
+    arms = {"arm_loss/easy": 0.5, "arm_count/easy": 3.0} if per_arm else {}
+    job.append_reports([Report(rank=0, step=s, metrics={"loss": 1.0, **arms}) for s in range(30)])
+    loop.step()
+    if per_arm:  # any arm's loss will do: a small arm may be absent from the first batches
+        assert loop.warning is None
+        return
+    assert loop.warning is not None and "carry no 'arm_loss/*'" in loop.warning
+    assert "Report each arm's loss" in loop.warning
+
+
 def test_a_controllers_advice_is_logged_once_and_shown_in_status(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -46,3 +46,29 @@ def test_head_resumes_without_an_error_once_redis_is_back() -> None:
     finally:
         server.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_controller_that_raises_stops_the_head_with_the_error_and_frees_the_lease() -> None:
+
+    from tuner.controllers.base import Plan
+    from tuner.records import Decision, Report
+
+    class Broken(StagewiseLR):
+        def propose(self, plan: Plan) -> Decision | None:
+            raise ValueError("zero-size array to reduction operation maximum")
+
+    state = Path(tempfile.mkdtemp(prefix="tt-hb-"))
+    server = EmbeddedRedis(state).start()
+    try:
+        job = Store.connect(server.url, retries=1).job("broken")
+        job.append_reports([Report(rank=0, step=0, metrics={"loss": 1.0})])
+        loop = HeadLoop(job, Broken(StagewiseConfig(init_lr=0.1, tau=20)))
+        thread = threading.Thread(target=loop.run, daemon=True)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert loop.error == "ValueError: zero-size array to reduction operation maximum"
+        assert not job.head_alive()  # a new attach need not wait for the lease to expire
+    finally:
+        server.stop()
+        shutil.rmtree(state, ignore_errors=True)

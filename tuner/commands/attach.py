@@ -95,9 +95,10 @@ def attach(
                     lr = f"{d.lr:.3g}" if d.lr is not None else "base"
                     end = f"{d.until_step}" if d.until_step is not None else "on"
                     who = f"trial {i} " if population is not None else ""
+                    mix = " ".join(f"{a}={w:.2f}" for a, w in (d.mixture or {}).items())
                     console.print(
                         f"  {who}v{d.version} stage {d.stage} {d.kind.value} "
-                        f"steps {d.from_step}-{end}: lr {lr}"
+                        f"steps {d.from_step}-{end}: lr {lr}" + (f", mixture {mix}" if mix else "")
                     )
                 seen[i] = len(decisions)
     finally:

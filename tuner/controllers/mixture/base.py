@@ -68,6 +68,11 @@ class BanditMixture(MixtureController):
         self.last_rewards: dict[str, float] = {}
         self.finished = False
 
+    def metrics(self) -> tuple[str, ...]:
+        """The per-arm metric its reward reads, under any arm (the head warns when the
+        first reports carry none)."""
+        return (f"{get_reward(self.config.reward).metric}/*",) if self.config.free_arms else ()
+
     # -- what an algorithm implements -------------------------------------------------------
 
     def _initial_vectors(self, config: MixtureConfig) -> dict[str, np.ndarray]:
@@ -132,6 +137,8 @@ class BanditMixture(MixtureController):
         if averaging:
             total = math.fsum(self.played.values())
             weights = {a: self.played.get(a, 0.0) / total for a in c.arms}
+        elif not c.free_arms:  # every arm pinned: nothing to learn, the pins every stage
+            weights = mixture(c, np.zeros(0))
         else:
             weights = mixture(c, self._preferences(np.random.default_rng([c.seed, index])))
         return Decision(
@@ -148,6 +155,8 @@ class BanditMixture(MixtureController):
                 "scored_stages": self.updates,
                 "last_rewards": dict(self.last_rewards),
                 **({"averaged": True} if averaging else {}),
+                # the run's last stage: workers do not wait for a decision after it
+                **({"final": True} if c.total_steps is not None and until >= c.total_steps else {}),
             },
         )
 
