@@ -42,6 +42,7 @@ from tuner.records import (
 from workers.decisions import DecisionCache, check_lookahead
 from workers.device_metrics import PendingReport, on_device
 from workers.divergence import diverged_if_not_finite, divergence_hint
+from workers.rank_lease import check_rank_free
 from workers.reporter import Reporter
 
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ class Agent:
             except ValueError:
                 raise ConfigError(f"${TRIAL_ENV} must be an integer, got {raw!r}") from None
         job_store = Store.connect(url).job(job, trial)
+        check_rank_free(job_store, rank)
         previous = job_store.progress().get(rank)
         attempt = previous[0] + 1 if previous is not None else 0
         return cls(job_store, rank, attempt=attempt, **kwargs)
