@@ -182,6 +182,7 @@ class Reporter:
                         del self._buffer[:over]
                         self.dropped += over
                 raise
+            self.unreachable = False
             self.sent += result.written
 
     def _run(self) -> None:
