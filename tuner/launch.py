@@ -8,8 +8,8 @@ API), starts the job's head actor (when an LR spec is given), runs the user's co
 last checkpoint) when the command ends, fails or is stopped. Exits with the command's code.
 
 With ``--population P`` the head decides for P trials (:mod:`tuner.population_head`) and
-the command runs P times at once, trial ``i`` with ``TAUTUNE_TRIAL=i``; the exit code is
-the first failing trial's, else 0.
+the command runs P times at once, trial ``i`` with ``TAUTUNE_TRIAL=i`` and its output lines
+behind ``[trial i]``; the exit code is the first failing trial's, else 0.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from trials.store import Store, resolve_url
 
@@ -68,9 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     trials = [None] if args.population is None else list(range(args.population))
-    children = [
-        subprocess.Popen(command, env=env if t is None else {**env, TRIAL_ENV: str(t)}, cwd=cwd)
-        for t in trials
+    children = [_start(command, env, cwd, t) for t in trials]
+    pumps = [
+        _prefix_lines(child, f"[trial {t}] ")
+        for child, t in zip(children, trials, strict=True)
+        if t is not None
     ]
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -80,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         codes = [child.wait() for child in children]
+        for pump in pumps:
+            pump.join(timeout=5.0)
         for t, c in zip(trials, codes, strict=True):
             if c != 0 and t is not None:
                 print(f"tautune: trial {t} exited with code {c}", flush=True)
@@ -96,6 +102,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
     return code
+
+
+def _start(
+    command: Sequence[str], env: dict[str, str], cwd: str | None, trial: int | None
+) -> subprocess.Popen[Any]:
+    """The command as it is, or as trial ``trial`` of a population, whose output comes
+    through a pipe (line-buffered, for :func:`_prefix_lines`)."""
+    if trial is None:
+        return subprocess.Popen(command, env=env, cwd=cwd)
+    return subprocess.Popen(
+        command,
+        env={**env, TRIAL_ENV: str(trial), "PYTHONUNBUFFERED": "1"},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+
+
+def _prefix_lines(child: subprocess.Popen[Any], prefix: str) -> threading.Thread:
+    """Copy ``child``'s output here, each line behind ``prefix``: the trials of a
+    population print at once, and their lines would be told apart by nothing."""
+
+    def pump() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            sys.stdout.write(prefix + line)
+            sys.stdout.flush()
+
+    thread = threading.Thread(target=pump, name=f"tautune-{prefix.strip()}", daemon=True)
+    thread.start()
+    return thread
 
 
 HEAD_WAIT_S = 120.0

@@ -67,6 +67,7 @@ for step in range(first, steps):
     time.sleep(pause)
 agent.close()
 torch.save([p.detach() for p in model.parameters()], ckpt + ".final")
+print(f"trial {os.environ.get('TAUTUNE_TRIAL')} done")
 """
 
 
@@ -93,13 +94,20 @@ def _explored_together(store: Store, job: str, trials: int) -> None:
 
 
 def test_the_job_driver_runs_one_process_per_trial_under_one_head(
-    ray_local: None, redis_server: EmbeddedRedis, store: Store, tmp_path: Path
+    ray_local: None,
+    redis_server: EmbeddedRedis,
+    store: Store,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     argv = ["--job", "cli-pop", "--redis", redis_server.url, "--lr", json.dumps(SPEC)]
     argv += ["--population", "2", "--", sys.executable, _script(tmp_path), "300", "0.02"]
     argv += [str(tmp_path)]
     assert launch.main(argv) == 0
     _explored_together(store, "cli-pop", 2)
+    out = capfd.readouterr().out  # each trial's lines behind its number
+    for t in (0, 1):
+        assert f"[trial {t}] trial {t} done" in out, out[-2000:]
 
 
 def test_attach_with_a_population_decides_for_trials_already_running(
