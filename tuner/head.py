@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from trials.store import JobStore, ReadBatch, Store
+from tuner.controllers.advice import missing_metrics
 from tuner.controllers.base import Controller, Plan
 from tuner.errors import DecisionConflictError
 from tuner.loop import Loop
-from tuner.records import DIVERGED_METRIC, RESTORABLE_METRIC, Decision, DecisionKind, Report
+from tuner.records import Decision, DecisionKind, Report
 from tuner.specs import build_controller, check_spec
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ NAMESPACE = "tautune"
 CONSUMER = "head"
 CHECK_AFTER = 20
 """Reports the head takes in before it checks they carry what the controller learns from."""
-AGENT_METRICS = ("lr", "decision_version", RESTORABLE_METRIC, DIVERGED_METRIC)
-"""Metrics the agent adds to every report by itself."""
 
 
 def reported_through(
@@ -152,26 +151,10 @@ class HeadLoop(Loop):
         self._reports_taken += len(reports)
         if self._reports_taken < CHECK_AFTER:
             return
-        seen = self._seen_metrics
-        missing = [  # "arm_loss/*": any metric under that prefix
-            m
-            for m in self.controller.metrics()
-            if not (any(s.startswith(m[:-1]) for s in seen) if m.endswith("*") else m in seen)
-        ]
-        if not missing:
+        warning = missing_metrics(self.controller.metrics(), self._seen_metrics)
+        if warning is None:
             return
-        carried = sorted(seen - set(AGENT_METRICS))
-        per_arm = any(m.endswith("*") for m in missing)
-        fix = (
-            "Report each arm's loss with the batch's (workers.arm_loss.arm_metrics, "
-            "split_loss_by_arm)"
-            if per_arm
-            else "Report it, or name the metric in the spec (--lr metric=NAME, LRSpec(metric=...))"
-        )
-        self.warning = (
-            f"the first {self._reports_taken} reports carry no {', '.join(map(repr, missing))}, "
-            f"which the controller learns from; they carry {carried}. {fix}"
-        )
+        self.warning = f"the first {self._reports_taken} reports {warning}"
         log.warning("tautune head %s: %s", self.store.job, self.warning)
         self.store.set_meta(warning=self.warning)
 

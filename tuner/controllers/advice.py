@@ -5,8 +5,13 @@ too far ahead for a stage to fit."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
+
+from tuner.records import DIVERGED_METRIC, RESTORABLE_METRIC
+
+AGENT_METRICS = ("lr", "decision_version", RESTORABLE_METRIC, DIVERGED_METRIC)
+"""Metrics the agent adds to every report by itself."""
 
 FIX = (
     "Hand the scheduler what the batches come from (agent.lr_scheduler(..., sampler=...): for "
@@ -53,4 +58,27 @@ def late_advice(trials: int, promised: int, start: int, total: int | None, lr: f
         f"{total}; every trial trains on untuned (init_lr {lr:.3g}). Trials whose steps take "
         "under a millisecond outrun the head: give the run more steps, or tune one trial "
         "(no population)"
+    )
+
+
+def missing_metrics(wanted: Sequence[str], seen: Collection[str]) -> str | None:
+    """What reports carrying the metrics ``seen`` lack of those a controller learns from
+    (``wanted``; ``"arm_loss/*"``: any metric under that prefix), and the fix; ``None``
+    when nothing is missing."""
+    missing = [
+        m
+        for m in wanted
+        if not (any(s.startswith(m[:-1]) for s in seen) if m.endswith("*") else m in seen)
+    ]
+    if not missing:
+        return None
+    carried = sorted(set(seen) - set(AGENT_METRICS))
+    fix = (
+        "Report each arm's loss with the batch's (workers.arm_loss.arm_metrics, split_loss_by_arm)"
+        if any(m.endswith("*") for m in missing)
+        else "Report it, or name the metric in the spec (--lr metric=NAME, LRSpec(metric=...))"
+    )
+    return (
+        f"carry no {', '.join(map(repr, missing))}, which the controller learns from; they "
+        f"carry {carried}. {fix}"
     )
