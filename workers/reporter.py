@@ -145,7 +145,6 @@ class Reporter:
         try:
             self.flush(timeout_s)
         except StoreUnavailableError as e:  # the run is over: say what is lost, do not fail it
-            self.unreachable = True
             log.warning(
                 "tautune: rank %d closes with %d reports unsent: %s",
                 self.rank,

@@ -13,6 +13,7 @@ from rich.table import Table
 from trials.serialize import decision_to_json
 from trials.store import JobStore, Store
 from tuner.controllers.auto_lr import method_of_state
+from tuner.records import Decision
 
 
 def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
@@ -34,12 +35,14 @@ def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
         }
     controller: dict[str, Any] | None = None
     trials: list[dict[str, Any]] = []
+    stages: list[list[Decision]] = []  # each trial's stage decisions (a population's)
     for name in ("lr", "composite", "mixture"):
         state = job_store.load_state(name)
         if state is not None:
             controller = summarize_state(state)
             count = _population_size(state)
-            trials = [_trial_status(job_store.for_trial(i), i) for i in range(count)]
+            stages = [job_store.for_trial(i).stage_decisions() for i in range(count)]
+            trials = [_trial_status(job_store.for_trial(i), i, stages[i]) for i in range(count)]
             break
     reports = job_store.report_count()
     shown = [json.loads(decision_to_json(d)) for d in history[-decisions:]]
@@ -50,7 +53,7 @@ def job_status(job_store: JobStore, *, decisions: int = 10) -> dict[str, Any]:
             (
                 {**json.loads(decision_to_json(d)), "trial": i}
                 for i in range(len(trials))
-                for d in job_store.for_trial(i).stage_decisions()[-decisions:]
+                for d in stages[i][-decisions:]
             ),
             key=lambda d: (d["from_step"], d["trial"]),
         )[-decisions * len(trials) :]
@@ -89,12 +92,12 @@ def _population_size(state: dict[str, Any]) -> int:
     return 0
 
 
-def _trial_status(trial: JobStore, index: int) -> dict[str, Any]:
+def _trial_status(trial: JobStore, index: int, stages: list[Decision]) -> dict[str, Any]:
     """One trial of a population job: its progress and the decision it trains under."""
     progress = trial.progress()
     last_step = max((s for _, s in progress.values()), default=-1)
     current = None
-    for d in trial.stage_decisions():
+    for d in stages:
         if d.from_step <= max(last_step, 0) and (d.until_step is None or last_step < d.until_step):
             current = d
     return {
